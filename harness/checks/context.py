@@ -1,0 +1,138 @@
+"""ModelContext: everything checks need about one model, computed once and shared.
+
+Predictions and explanations are cached per (split, explainer), so ten checks that read
+Grad-CAM maps of the test split cost one Grad-CAM pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from harness.data import ImageSet, load_dataset
+from harness.explain import create_explainer
+
+log = logging.getLogger(__name__)
+
+POSITIVE_CLASS = 1
+
+
+@dataclass
+class ModelContext:
+    """One model under test with its test data.
+
+    Args:
+        name: zoo name (or the checkpoint's file stem for ``--checkpoint``).
+        model: the loaded ClassifierNet (evaluated in eval mode).
+        manifest: its checkpoint manifest (architecture, dataset, recipe, seed, epoch...).
+        load_previous: returns the previous epoch's model of the same run, or None if there is none.
+        max_images: cap on images per split (None = all), the first ones in dataset order.
+        batch_size: batch size for inference and explanations.
+    """
+
+    name: str
+    model: nn.Module
+    manifest: dict[str, Any]
+    load_previous: Callable[[], nn.Module | None] = lambda: None
+    max_images: int | None = None
+    batch_size: int = 64
+    _datasets: dict[str, ImageSet] = field(default_factory=dict, repr=False)
+    _probs: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict, repr=False)
+    _maps: dict[tuple[int, str, str], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def architecture(self) -> str:
+        return str(self.manifest["architecture"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.manifest.get("seed", 0))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def dataset(self, split: str) -> ImageSet:
+        """The model's own dataset configuration (as trained), at the model's resolution."""
+        if split not in self._datasets:
+            spec = self.manifest["dataset"]
+            options = dict(spec.get("options", {}))
+            options["size"] = int(self.manifest["img_size"])
+            data = load_dataset(spec["name"], split, **options)
+            if self.max_images is not None and len(data) > self.max_images:
+                data = data.subset(torch.arange(self.max_images))
+            self._datasets[split] = data
+        return self._datasets[split]
+
+    def images(self, split: str) -> torch.Tensor:
+        return self.dataset(split).as_float()
+
+    def probs(self, split: str, model: nn.Module | None = None) -> torch.Tensor:
+        """Probability of the positive class, ``[N]`` on the CPU."""
+        model = model or self.model
+        key = (id(model), split)
+        if key not in self._probs:
+            self._probs[key] = predict_probs(model, self.images(split), self.batch_size)
+        return self._probs[key]
+
+    def explainer(self, name: str):
+        return _explainer(name)
+
+    def maps(self, explainer: str, split: str, model: nn.Module | None = None) -> torch.Tensor:
+        """Raw maps ``[N,1,H,W]`` (CPU) of the positive class for every image of ``split``."""
+        model = model or self.model
+        key = (id(model), explainer, split)
+        if key not in self._maps:
+            images = self.images(split)
+            self._maps[key] = explain_batched(model, self.explainer(explainer), images, self.batch_size)
+        return self._maps[key]
+
+    def unit_maps(self, explainer: str, split: str, model: nn.Module | None = None) -> torch.Tensor:
+        """The explainer's [0,1] display view of ``maps``."""
+        return self.explainer(explainer).unit_view(self.maps(explainer, split, model))
+
+    @cached_property
+    def previous_model(self) -> nn.Module | None:
+        return self.load_previous()
+
+
+def predict_probs(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Softmax probability of the positive class, batched, in eval mode, on the model's device."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for chunk in images.split(batch_size):
+                logits = model(chunk.to(device))
+                out.append(logits.float().softmax(1)[:, POSITIVE_CLASS].cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def explain_batched(model: nn.Module, explainer, images: torch.Tensor, batch_size: int,
+                    target: int = POSITIVE_CLASS) -> torch.Tensor:
+    """Explain ``target`` for every image (one target per sample), batched; returns CPU maps."""
+    device = next(model.parameters()).device
+    out = []
+    for chunk in images.split(batch_size):
+        chunk = chunk.to(device)
+        targets = torch.full((chunk.shape[0],), target, dtype=torch.long, device=device)
+        out.append(explainer(model, chunk, targets).detach().float().cpu())
+    return torch.cat(out) if out else torch.empty(0, *images.shape[1:])
+
+
+_EXPLAINERS: dict[str, Any] = {}
+
+
+def _explainer(name: str):
+    if name not in _EXPLAINERS:
+        _EXPLAINERS[name] = create_explainer(name)
+    return _EXPLAINERS[name]

@@ -1,0 +1,27 @@
+"""Data stage: datasets as ImageSets (images, labels, lesion/lung/artifact masks, patients)."""
+
+from __future__ import annotations
+
+from harness.data.imageset import ImageSet
+from harness.registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+register_dataset = DATASETS.register
+
+
+def load_dataset(name: str, split: str, **options) -> ImageSet:
+    """Load split ``split`` of registered dataset ``name`` with its ``options``."""
+    _import_builtin()
+    return DATASETS.get(name)(split=split, **options)
+
+
+def list_datasets() -> list[str]:
+    _import_builtin()
+    return DATASETS.names()
+
+
+def _import_builtin() -> None:
+    import harness.data.synth_cxr  # noqa: F401  (registers "synth-cxr")
+
+
+__all__ = ["ImageSet", "DATASETS", "register_dataset", "load_dataset", "list_datasets"]

@@ -1,0 +1,273 @@
+"""The pytest front end: options, YAML suite collection, one item per check x model x explainer.
+
+Thin by design: hooks of a few lines; the work happens in ``harness.session.HarnessSession``.
+Importing this module must stay cheap (no torch): it is loaded by every pytest run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from harness.checks.result import CATEGORIES
+
+SESSION = pytest.StashKey["Any"]()
+RUN_ID = pytest.StashKey[str]()
+MODELS = pytest.StashKey["list[str]"]()
+RESULT_PROPERTY = "xai_result"
+OVERLAY_PROPERTY = "xai_overlay"
+RECORDER = "xai-harness-recorder"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("xai-harness", "explanation checks of trained models")
+    group.addoption("--model", default=None, metavar="NAME[,NAME...]",
+                    help="zoo model(s) to check, comma separated, or 'all' (see `xai-harness zoo`)")
+    group.addoption("--profile", default=None, choices=["cpu", "gpu"],
+                    help="training/evaluation profile (default: gpu when CUDA is available, else cpu)")
+    group.addoption("--checkpoint", default=None, metavar="PATH",
+                    help="check an external checkpoint (.safetensors with its .json manifest), e.g. a release candidate")
+    group.addoption("--checkpoint-dir", default=None, metavar="DIR",
+                    help="checkpoint store (default: $XAI_HARNESS_CHECKPOINTS or the user cache directory)")
+    group.addoption("--report-dir", default="reports", metavar="DIR", help="where run reports are written")
+    group.addoption("--max-images", type=int, default=None, metavar="N",
+                    help="cap on test images per split (default: the suite's max_images, else all)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for category in CATEGORIES:
+        config.addinivalue_line("markers", f"{category}: xai-harness {category} checks")
+    config.addinivalue_line("markers", "xai: every check collected from a YAML suite")
+    config.pluginmanager.register(ResultRecorder(config), RECORDER)
+    config.stash[MODELS] = _requested_models(config)
+    config.stash[SESSION] = None
+    config.stash[RUN_ID] = getattr(config, "workerinput", {}).get("xai_run_id") or _new_run_id()
+
+
+def _requested_models(config: pytest.Config) -> list[str]:
+    """Validate --model against the zoo; an unknown name is a usage error listing the known ones."""
+    value = config.getoption("model")
+    if not value:
+        return []
+    from harness.models.zoo import list_zoo  # reads fixtures/zoo.yaml; no torch
+
+    known = [entry.name for entry in list_zoo()]
+    names = known if value == "all" else [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise pytest.UsageError(
+            f"unknown model {', '.join(map(repr, unknown))}; known models: {', '.join(known)} (or 'all')"
+        )
+    return names
+
+
+def _new_run_id() -> str:
+    import datetime
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{os.getpid()}"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: every worker writes into the controller's run directory."""
+    node.workerinput["xai_run_id"] = node.config.stash[RUN_ID]
+
+
+def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
+    if file_path.suffix in (".yaml", ".yml") and file_path.parent.name == "suites":
+        return SuiteFile.from_parent(parent, path=file_path)
+    return None
+
+
+def session_of(config: pytest.Config):
+    """The HarnessSession of this pytest run, created on first use (imports torch then)."""
+    if config.stash[SESSION] is None:
+        from harness.session import HarnessSession
+
+        config.stash[SESSION] = HarnessSession(
+            profile=config.getoption("profile"),
+            checkpoint=config.getoption("checkpoint"),
+            checkpoint_dir=config.getoption("checkpoint_dir"),
+            max_images=config.getoption("max_images"),
+        )
+    return config.stash[SESSION]
+
+
+class SuiteFile(pytest.File):
+    """A YAML suite: one CheckItem per check x model x explainer, grouped by model."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        from harness.suites import load_suite
+
+        suite = load_suite(self.path)
+        models = list(self.config.stash[MODELS])
+        if self.config.getoption("checkpoint"):
+            models = models + [session_of(self.config).checkpoint_name]
+        if not models:
+            raise SuiteCollectError(
+                f"{self.path}: suites check trained models: pass --model NAME[,NAME...] (or 'all'), "
+                "or --checkpoint PATH; list the zoo with `xai-harness zoo`"
+            )
+        for model in models:
+            for check in suite.checks:
+                for explainer in check.explainers:
+                    name = f"{check.id}[{model}-{explainer}]" if explainer != "-" else f"{check.id}[{model}]"
+                    yield CheckItem.from_parent(self, name=name, suite=suite, check=check, model=model,
+                                                explainer=None if explainer == "-" else explainer)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:
+        from harness.suites import SuiteError
+
+        if isinstance(excinfo.value, (SuiteError, SuiteCollectError)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+
+class SuiteCollectError(Exception):
+    """A suite cannot be collected for a reason the message states."""
+
+
+class CheckFailed(Exception):
+    """A check whose condition does not hold; carries the result record."""
+
+
+class CheckItem(pytest.Item):
+    """One check of one model with one explainer; its verdict is the test outcome."""
+
+    def __init__(self, *, suite, check, model: str, explainer: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.suite, self.check, self.model, self.explainer = suite, check, model, explainer
+        from harness.checks.registry import get_check  # registered at suite load already
+
+        self.category = get_check(check.check).category
+        for mark in ("xai", self.category):
+            self.add_marker(mark)
+        self.add_marker(pytest.mark.xdist_group(model))
+
+    def runtest(self) -> None:
+        session = session_of(self.config)
+        record = session.run_item(self.suite, self.check, self.model, self.explainer)
+        self.user_properties.append((RESULT_PROPERTY, json.dumps(record.to_dict())))
+        recorder = self.config.pluginmanager.get_plugin(RECORDER)
+        while session.new_overlays:
+            recorder.overlay(session.new_overlays.pop(0), self.user_properties)
+        verdict = record.verdict.value
+        if verdict == "skip":
+            pytest.skip(record.message)
+        if verdict in ("fail", "error"):
+            raise CheckFailed(record)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:
+        if isinstance(excinfo.value, CheckFailed):
+            r = excinfo.value.args[0]
+            text = (f"{r.verdict.value.upper()}: {r.check} [{r.model} / {r.architecture} / {r.explainer}]\n"
+                    f"  {r.message}")
+            return text + ("\n" + r.details["traceback"] if "traceback" in r.details else "")
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.check.line - 1, f"{self.check.id} [{self.model}]"
+
+
+class ResultRecorder:
+    """Gathers result records from test reports (under xdist they arrive from the workers) into
+    the run's report as they come, finishes it at session end and prints the verdict table."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.records: list[dict] = []
+        self._writer = None
+        self.report_path: Path | None = None
+
+    @property
+    def is_worker(self) -> bool:
+        return hasattr(self.config, "workerinput")
+
+    def writer(self):
+        """The report run of this pytest run, started on first use (controller process only)."""
+        if self._writer is None:
+            from harness.report import start_run
+
+            self._writer = start_run(
+                Path(self.config.getoption("report_dir")), run_id=self.config.stash[RUN_ID],
+                meta={"argv": list(self.config.invocation_params.args),
+                      "models": list(self.config.stash[MODELS])},
+            )
+        return self._writer
+
+    def overlay(self, overlay: Any, user_properties: list) -> None:
+        """Render an overlay into the run; a worker renders it and tells the controller where."""
+        if not self.is_worker:
+            self.writer().add_overlay(overlay)
+            return
+        from harness.report import render_overlay
+
+        folder = Path(self.config.getoption("report_dir")) / self.config.stash[RUN_ID] / "overlays"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = render_overlay(overlay, folder / f"{overlay.model}__{overlay.explainer}.png".replace(":", "_"))
+        entry = {"path": f"overlays/{path.name}", "model": overlay.model, "explainer": overlay.explainer,
+                 "title": overlay.title}
+        user_properties.append((OVERLAY_PROPERTY, json.dumps(entry)))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.is_worker or report.when != "call":
+            return
+        for key, value in getattr(report, "user_properties", []):
+            if key == RESULT_PROPERTY:
+                self.records.append(json.loads(value))
+                self.writer().add(self.records[-1])
+            elif key == OVERLAY_PROPERTY:
+                entry = json.loads(value)
+                self.writer().link_overlay(entry.pop("path"), **entry)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self._writer is not None:
+            self.report_path = self._writer.finish()
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if hasattr(self.config, "workerinput") or not self.records:
+            return
+        import io
+
+        from rich.console import Console
+
+        from harness.report import render_terminal_table
+
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=max(100, terminalreporter._tw.fullwidth),
+                          force_terminal=terminalreporter.hasmarkup, color_system="standard")
+        render_terminal_table(self.records, console)
+        terminalreporter.write_sep("=", "xai-harness: verdicts per model and check")
+        terminalreporter.write(buffer.getvalue())
+        if self.report_path:
+            terminalreporter.write_line(f"xai-harness report: {self.report_path}")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Python checks that take ``xai_model`` run once per ``--model`` (and ``--checkpoint``)."""
+    if "xai_model" in metafunc.fixturenames:
+        names = list(metafunc.config.stash[MODELS])
+        if metafunc.config.getoption("checkpoint"):
+            names.append(session_of(metafunc.config).checkpoint_name)
+        metafunc.parametrize("xai_model", names, indirect=True,
+                             ids=names or None)
+
+
+@pytest.fixture
+def xai_model(request: pytest.FixtureRequest):
+    """The ModelContext of one model under test: ``.model``, ``.dataset(split)``, ``.probs(split)``,
+    ``.maps(explainer, split)``, ``.unit_maps(...)``; loaded once per run and shared with the suites."""
+    if not hasattr(request, "param"):
+        pytest.skip("pass --model NAME (or --checkpoint PATH) to run checks that use xai_model")
+    return session_of(request.config).context(request.param)
+
+
+@pytest.fixture
+def xai_session(request: pytest.FixtureRequest):
+    """The HarnessSession of this run (model contexts, run directory)."""
+    return session_of(request.config)

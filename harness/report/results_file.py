@@ -1,0 +1,134 @@
+"""results.json: run ids, JSON-safe conversion, atomic writes, and reading a run back."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path, PurePath
+from typing import Any, Mapping
+
+RESULTS_FILENAME = "results.json"
+SUMMARY_FILENAME = "summary.md"
+OVERLAY_DIRNAME = "overlays"
+FIGURE_DIRNAME = "figures"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A run id that sorts by time and does not collide between parallel runs.
+
+    Args:
+        now: The start time (default: the current time); converted to UTC.
+
+    Returns:
+        ``YYYYmmdd-HHMMSS-<pid>-<4 hex chars>``, e.g. ``20260509-071502-4242-a3f9``.
+    """
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return f"{now:%Y%m%d-%H%M%S}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def utc_now_iso() -> str:
+    """The current UTC time as ISO 8601 with seconds, e.g. ``2026-05-09T07:15:02+00:00``."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert ``obj`` into plain JSON values; NaN and inf become ``None``.
+
+    Handles nested mappings and sequences, enums, paths, numpy scalars and arrays and torch
+    tensors (anything with ``tolist``/``item``); anything else is written as ``str(obj)``.
+
+    Args:
+        obj: The value to convert.
+
+    Returns:
+        A structure of dict, list, str, int, float, bool and None only.
+    """
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Enum):
+        return to_jsonable(obj.value)
+    if isinstance(obj, Mapping):
+        return {str(key): to_jsonable(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(value) for value in obj]
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if hasattr(obj, "detach"):  # torch tensor: leave the graph and the device first
+        obj = obj.detach().cpu()
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return to_jsonable(obj.tolist())
+    return str(obj)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The text goes to a temporary file in the same directory, is flushed to disk, and is moved
+    over ``path`` with :func:`os.replace`. On any error the temporary file is removed and the
+    previous ``path`` is left as it was.
+
+    Args:
+        path: The destination file; its directory must exist.
+        text: The full new content (UTF-8).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")  # mode from the umask
+    try:
+        with open(tmp, "x", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def dump_json(document: Any) -> str:
+    """Serialise ``document`` as indented, strictly valid JSON (no NaN) with a final newline."""
+    return json.dumps(to_jsonable(document), indent=2, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: Path, document: Any) -> None:
+    """Write ``document`` as JSON to ``path`` atomically (see :func:`atomic_write_text`)."""
+    atomic_write_text(path, dump_json(document))
+
+
+def load_run(path: Path | str) -> dict[str, Any]:
+    """Read a whole results document back.
+
+    Args:
+        path: A ``results.json`` file, or a run directory that contains one.
+
+    Returns:
+        The document: ``run_id``, ``created``, ``complete``, ``meta``, ``records``, ``overlays``,
+        ``figures`` (the last three default to empty lists for files written by other tools).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILENAME
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(document, dict) or not isinstance(document.get("records"), list):
+        raise ValueError(f"{path} is not a results file: no 'records' list")
+    for key in ("records", "overlays", "figures"):
+        document.setdefault(key, [])
+    document.setdefault("meta", {})
+    return document
+
+
+def load_results(path: Path | str) -> list[dict[str, Any]]:
+    """Read the check records of a run back, as written by ``CheckResult.to_dict``.
+
+    Args:
+        path: A ``results.json`` file, or a run directory that contains one.
+
+    Returns:
+        One dict per check result; non-finite numbers come back as ``None``.
+    """
+    return load_run(path)["records"]

@@ -1,0 +1,168 @@
+"""summary.md: the run as Markdown, one section and table per model, failures and overlays."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Mapping
+
+from harness.report.formatting import (
+    FAILING_VERDICTS,
+    MISSING,
+    as_record,
+    explainer_label,
+    format_ci,
+    format_condition,
+    format_number,
+    group_by_model,
+    model_label,
+    verdict_counts,
+)
+
+_ATTENTION = ("fail", "error", "warn")  # listed under the table, in this order
+TABLE_COLUMNS = ("Check", "Category", "Explainer", "Metric", "Value", "95% CI", "Condition", "Verdict")
+
+
+def render_summary(document: Mapping[str, Any]) -> str:
+    """Render a results document (as written to results.json) as Markdown.
+
+    Args:
+        document: ``run_id``, ``created``, ``meta``, ``records`` (dicts from
+            ``CheckResult.to_dict``), optionally ``complete``, ``overlays`` (dicts with
+            ``model``, ``explainer``, ``path`` relative to the run directory, ``title``) and
+            ``figures`` (dicts with ``name``, ``path`` and an optional ``model``).
+
+    Returns:
+        The Markdown text; image links are relative to the run directory.
+    """
+    records = [as_record(r) for r in document.get("records", [])]
+    overlays = list(document.get("overlays", []))
+    figures = list(document.get("figures", []))
+    groups = group_by_model(records)
+    for item in [*overlays, *figures]:
+        if item.get("model") and item["model"] not in groups:
+            groups[item["model"]] = []
+    parts = [
+        _header(document, records),
+        _meta_section(document.get("meta", {})),
+        _counts_section(records),
+    ]
+    for model, model_records in groups.items():
+        parts.append(_model_section(model, model_records, overlays, figures))
+    unassigned = [f for f in figures if not f.get("model")]
+    if unassigned:
+        parts.append("## Figures\n\n" + _images(unassigned, "name"))
+    return "\n\n".join(part.rstrip() for part in parts) + "\n"
+
+
+def _header(document: Mapping[str, Any], records: list[dict[str, Any]]) -> str:
+    failing = sum(r["verdict"] in FAILING_VERDICTS for r in records)
+    outcome = "**FAIL**" if failing else "PASS"
+    lines = [
+        f"# xai-harness report `{document.get('run_id', MISSING)}`",
+        "",
+        f"Created {document.get('created', MISSING)}. "
+        f"Result: {outcome}, {failing} of {len(records)} checks failing or in error.",
+    ]
+    if document.get("complete") is False:
+        lines += ["", "**INCOMPLETE**: the run did not finish; these are the results written so far."]
+    return "\n".join(lines)
+
+
+def _meta_section(meta: Mapping[str, Any]) -> str:
+    lines = ["## Run", ""]
+    for key, value in meta.items():
+        lines.append(f"- **{_escape(str(key))}**: {_escape(_meta_value(value))}")
+    if not meta:
+        lines.append("- (no metadata)")
+    return "\n".join(lines)
+
+
+def _meta_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return "`" + " ".join(value) + "`"
+    if isinstance(value, (dict, list, tuple)):
+        return "`" + json.dumps(value, default=str) + "`"
+    return MISSING if value is None else str(value)
+
+
+def _counts_section(records: list[dict[str, Any]]) -> str:
+    counts = verdict_counts(records)
+    lines = ["## Verdicts", "", "| Verdict | Count |", "|---|---:|"]
+    lines += [f"| {_marker(verdict) if count else verdict} | {count} |" for verdict, count in counts.items()]
+    lines.append(f"| total | {len(records)} |")
+    return "\n".join(lines)
+
+
+def _model_section(
+    model: str,
+    records: list[dict[str, Any]],
+    overlays: list[Mapping[str, Any]],
+    figures: list[Mapping[str, Any]],
+) -> str:
+    name, architecture = model_label(records) if records else (model, "")
+    heading = f"## Model `{name}`" + (f" (architecture `{architecture}`)" if architecture else "")
+    parts = [heading]
+    if records:
+        parts.append(_table(records))
+        parts.append(_failures(records))
+    else:
+        parts.append("No check results for this model.")
+    model_overlays = [o for o in overlays if o.get("model") == model]
+    if model_overlays:
+        parts.append("### Overlays\n\n" + _images(model_overlays, "title"))
+    model_figures = [f for f in figures if f.get("model") == model]
+    if model_figures:
+        parts.append("### Figures\n\n" + _images(model_figures, "name"))
+    return "\n\n".join(parts)
+
+
+def _table(records: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    for r in records:
+        cells = (
+            f"`{r.get('check', MISSING)}`",
+            r.get("category") or MISSING,
+            explainer_label(r),
+            r.get("metric") or MISSING,
+            format_number(r.get("value")),
+            format_ci(r),
+            format_condition(r),
+            _marker(r["verdict"]),
+        )
+        lines.append("| " + " | ".join(_escape(str(c)) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _failures(records: list[dict[str, Any]]) -> str:
+    bad = [r for r in records if r["verdict"] in _ATTENTION]
+    if not bad:
+        return "No failing checks."
+    bad.sort(key=lambda r: _ATTENTION.index(r["verdict"]))
+    lines = ["### Failing checks and warnings", ""]
+    for r in bad:
+        message = r.get("message") or "(no message)"
+        lines.append(
+            f"- {_marker(r['verdict'])} `{r.get('check', MISSING)}` with {explainer_label(r)}: "
+            f"{_escape(message, table=False)}"
+        )
+    return "\n".join(lines)
+
+
+def _images(items: Iterable[Mapping[str, Any]], caption_key: str) -> str:
+    lines = []
+    for item in items:
+        caption = _escape(str(item.get(caption_key) or item.get("path")), table=False)
+        lines.append(f"![{caption.replace(']', ')')}]({item['path']})")
+    return "\n\n".join(lines)
+
+
+def _marker(verdict: str) -> str:
+    """PASS and SKIP plain, the verdicts that need attention in bold: **FAIL**, **ERROR**, **WARN**."""
+    text = verdict.upper()
+    return text if verdict in ("pass", "skip") else f"**{text}**"
+
+
+def _escape(text: str, *, table: bool = True) -> str:
+    """Keep one-line Markdown intact: no newlines, and escaped pipes inside table cells."""
+    text = " ".join(text.split())
+    return text.replace("|", "\\|") if table else text

@@ -1,0 +1,109 @@
+"""HarnessSession: the work behind the pytest plugin (and usable from scripts and notebooks).
+
+It resolves model names to trained checkpoints (training on first use), keeps one ModelContext
+per model so predictions and explanations are computed once and shared by all checks, runs
+checks, and renders heatmap overlays for the report.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from harness.checks.context import ModelContext
+from harness.checks.result import CheckResult, Verdict
+from harness.checks.runner import error_result, run_check
+from harness.checks.registry import get_check
+from harness.suites import Suite, SuiteCheck
+
+log = logging.getLogger(__name__)
+N_OVERLAY_CASES = 6
+
+
+class HarnessSession:
+    """Shared state of one run: model contexts, the run directory, overlays already drawn."""
+
+    def __init__(self, *, profile: str | None = None, checkpoint: str | None = None,
+                 checkpoint_dir: str | None = None, max_images: int | None = None) -> None:
+        from harness.models import CheckpointStore, default_profile
+
+        self.profile = profile or default_profile()
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.store = CheckpointStore(checkpoint_dir)
+        self.max_images = max_images
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self._contexts: dict[str, ModelContext] = {}
+        self._overlays: set[tuple[str, str]] = set()
+        self.new_overlays: list = []  # Overlay values not yet handed to the report writer
+
+    @property
+    def checkpoint_name(self) -> str:
+        """The model name under which ``--checkpoint`` is reported."""
+        return f"checkpoint:{self.checkpoint.stem}" if self.checkpoint else ""
+
+    def context(self, model: str, suite: Suite | None = None) -> ModelContext:
+        """The ModelContext of ``model`` (a zoo name or the checkpoint name), loaded once."""
+        if model not in self._contexts:
+            max_images = self.max_images or (suite.max_images if suite else None)
+            self._contexts[model] = self._load(model, max_images)
+        return self._contexts[model]
+
+    def _load(self, model: str, max_images: int | None) -> ModelContext:
+        from harness.models import ensure_trained, load_checkpoint, previous_checkpoint
+
+        if self.checkpoint and model == self.checkpoint_name:
+            net, manifest = load_checkpoint(self.checkpoint)
+            previous = previous_checkpoint(self.checkpoint)
+        else:
+            run = ensure_trained(model, profile=self.profile, store=self.store, progress=True)
+            path = run.checkpoint()
+            net, manifest = load_checkpoint(path)
+            previous = previous_checkpoint(path)
+
+        def load_previous():
+            return None if previous is None else load_checkpoint(previous)[0].to(self.device).eval()
+
+        return ModelContext(model, net.to(self.device).eval(), manifest, load_previous, max_images)
+
+    def run_item(self, suite: Suite, check: SuiteCheck, model: str, explainer: str | None) -> CheckResult:
+        """Run one collected item; exceptions become verdict ``error`` with the exception text."""
+        ctx = self.context(model, suite)
+        condition, params, skip = check.for_model(model, ctx.architecture)
+        if skip:
+            return CheckResult(suite=suite.name, model=model, architecture=ctx.architecture,
+                               explainer=explainer or "-", check=check.id, category=get_check(check.check).category,
+                               metric=check.check, value=float("nan"), ci_low=float("nan"), ci_high=float("nan"),
+                               threshold=condition.threshold, direction=condition.direction, gate_on=condition.gate_on,
+                               verdict=Verdict.SKIP, n=0, seed=0, message=f"skipped for {model} by the suite's overrides")
+        try:
+            result = run_check(ctx, suite=suite.name, check_id=check.id, check=check.check, explainer=explainer,
+                               params=params, condition=condition)
+        except Exception as err:  # noqa: BLE001  (reported as an error record, with the traceback logged)
+            log.exception("check %s on %s failed", check.id, model)
+            return error_result(suite=suite.name, model=model, architecture=ctx.architecture, explainer=explainer,
+                                check_id=check.id, category=get_check(check.check).category,
+                                condition=condition, error=err)
+        if explainer and result.category == "localisation":
+            self.draw_overlay(ctx, explainer)
+        return result
+
+    def draw_overlay(self, ctx: ModelContext, explainer: str, split: str = "test") -> None:
+        """Queue heatmap overlays of the first positive test cases, once per model and explainer."""
+        key = (ctx.name, explainer)
+        if key in self._overlays:
+            return
+        self._overlays.add(key)
+        from harness.report import Overlay
+
+        data = ctx.dataset(split)
+        idx = torch.nonzero(data.labels == 1).flatten()[:N_OVERLAY_CASES]
+        artifacts = torch.zeros_like(data.lesion_masks[idx])
+        for mask in data.artifact_masks.values():
+            artifacts |= mask[idx]
+        self.new_overlays.append(Overlay(
+            model=ctx.name, explainer=explainer, images=data.as_float()[idx], maps01=ctx.unit_maps(explainer, split)[idx],
+            lesion_masks=data.lesion_masks[idx], artifact_masks=artifacts, labels=data.labels[idx],
+            scores=ctx.probs(split)[idx], title=f"{ctx.name} ({ctx.architecture}), {explainer}, {split} positives",
+        ))
