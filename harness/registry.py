@@ -27,7 +27,7 @@ class Registry(Generic[T]):
         """Decorator registering ``obj`` under ``name``; a duplicate name raises."""
 
         def decorate(obj: T) -> T:
-            if name in self._entries:
+            if name in self._entries and _identity(self._entries[name]) != _identity(obj):
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._entries[name] = obj
             self._meta[name] = dict(meta)
@@ -54,3 +54,10 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def _identity(obj: Any) -> tuple[str, str] | int:
+    """Where ``obj`` was defined: re-importing a module re-registers the same thing, not a duplicate."""
+    target = getattr(obj, "fn", obj)
+    module, qualname = getattr(target, "__module__", None), getattr(target, "__qualname__", None)
+    return (module, qualname) if module and qualname else id(obj)

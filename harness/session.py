@@ -51,7 +51,7 @@ class HarnessSession:
         return self._contexts[model]
 
     def _load(self, model: str, max_images: int | None) -> ModelContext:
-        from harness.models import ensure_trained, load_checkpoint, previous_checkpoint
+        from harness.models import ensure_trained, load_checkpoint
 
         if self.checkpoint and model == self.checkpoint_name:
             net, manifest = load_checkpoint(self.checkpoint)
@@ -107,3 +107,12 @@ class HarnessSession:
             lesion_masks=data.lesion_masks[idx], artifact_masks=artifacts, labels=data.labels[idx],
             scores=ctx.probs(split)[idx], title=f"{ctx.name} ({ctx.architecture}), {explainer}, {split} positives",
         ))
+
+
+def previous_checkpoint(weights: Path) -> Path | None:
+    """The checkpoint of the epoch before ``weights`` in the same run folder, if it was kept."""
+    from harness.models.checkpoints import read_manifest
+
+    epoch = int(read_manifest(Path(weights)).get("epoch", 0))
+    candidate = Path(weights).with_name(f"epoch-{epoch - 1:03d}.safetensors")
+    return candidate if epoch > 1 and candidate.is_file() else None

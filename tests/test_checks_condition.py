@@ -46,3 +46,21 @@ def test_result_record_writes_nan_as_null():
                     verdict=Verdict.PASS, n=10, seed=0)
     d = r.to_dict()
     assert d["ci_low"] is None and d["verdict"] == "pass" and d["value"] == 0.9
+
+
+def test_registry_rejects_duplicates_but_not_a_reimport():
+    from harness.registry import Registry
+
+    reg = Registry("thing")
+
+    def make():
+        def f():
+            return 1
+        return f
+
+    reg.register("a")(make())
+    reg.register("a")(make())  # same definition site (a module re-imported): replaced, not an error
+    with pytest.raises(ValueError, match="thing 'a' is already registered"):
+        reg.register("a")(lambda: 2)
+    with pytest.raises(KeyError, match="unknown thing 'b'; known things: a"):
+        reg.get("b")

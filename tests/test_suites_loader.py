@@ -55,17 +55,17 @@ def test_overrides_by_architecture_then_model_name(tmp_path):
     "line_no, replace, expect",
     [
         (4, ("check: auroc", "check: aurocc"), "unknown check 'aurocc'; valid checks:"),
-        (6, ("require: ci_low >= 0.8", "require: ci_low > 0.8"), "cannot read condition"),
-        (7, ("explainers: [gradcam]", "explainers: [gradcamm]"), "unknown explainer 'gradcamm'; valid explainers:"),
-        (2, ("  - id: a\n", "  - id: a\n    colour: red\n"), "unknown check key 'colour'; valid keys:"),
-        (4, ("check: auroc", "check: auroc\n    params: {nboot: 3}"), "has no parameter 'nboot'; valid: split"),
+        (5, ("require: ci_low >= 0.8", "require: ci_low > 0.8"), "cannot read condition"),
+        (8, ("explainers: [gradcam]", "explainers: [gradcamm]"), "unknown explainer 'gradcamm'; valid explainers:"),
+        (4, ("  - id: a\n", "  - id: a\n    colour: red\n"), "unknown check key 'colour'; valid keys:"),
+        (5, ("check: auroc", "check: auroc\n    params: {nboot: 3}"), "has no parameter 'nboot'; valid: split"),
     ],
 )
 def test_malformed_suite_names_file_line_and_choices(tmp_path, line_no, replace, expect):
     path = _write(tmp_path, GOOD.replace(*replace))
     with pytest.raises(SuiteError) as err:
         load_suite(path)
-    assert str(err.value).startswith(f"{path}:")
+    assert str(err.value).startswith(f"{path}:{line_no}:")
     assert expect in str(err.value)
 
 

@@ -103,6 +103,8 @@ def target_scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if logits.ndim != 2:
         raise ValueError(f"model must return logits [B,num_classes], got shape {tuple(logits.shape)}")
     t = targets.to(device=logits.device, dtype=torch.long)
+    if t.shape != logits.shape[:1]:
+        raise ValueError(f"need exactly one target per sample: logits {tuple(logits.shape)}, targets {tuple(t.shape)}")
     if t.numel() and (int(t.min()) < 0 or int(t.max()) >= logits.shape[1]):
         raise ValueError(f"targets must lie in [0, {logits.shape[1]}), got {t.tolist()}")
     return logits.gather(1, t[:, None]).squeeze(1)

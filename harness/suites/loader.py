@@ -84,6 +84,7 @@ class _LineLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
     mapping = loader.construct_mapping(node, deep=True)
     mapping["__line__"] = node.start_mark.line + 1
+    mapping["__keylines__"] = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
     return mapping
 
 
@@ -123,11 +124,11 @@ def _parse_check(path: Path, entry: Any, defaults: dict) -> SuiteCheck:
     specs = {s.name: s for s in list_checks()}
     name = entry.get("check")
     if name not in specs:
-        raise SuiteError(path, line, f"unknown check {name!r}; valid checks: {', '.join(sorted(specs))}")
+        raise SuiteError(path, _line(entry, "check"), f"unknown check {name!r}; valid checks: {', '.join(sorted(specs))}")
     spec = specs[name]
-    condition = _condition(path, line, entry)
-    params = _params(path, line, spec, {**_common(defaults), **_strip(entry.get("params") or {})})
-    explainers = _explainers(path, line, spec, entry.get("explainers", defaults.get("explainers", ["gradcam"])))
+    condition = _condition(path, _line(entry, "require"), entry)
+    params = _params(path, _line(entry, "params"), spec, {**_common(defaults), **_strip(entry.get("params") or {})})
+    explainers = _explainers(path, _line(entry, "explainers"), spec, entry.get("explainers", defaults.get("explainers", ["gradcam"])))
     overrides = {}
     for key, o in _strip(entry.get("overrides") or {}).items():
         if not isinstance(o, dict):
@@ -171,18 +172,23 @@ def _explainers(path: Path, line: int, spec, names: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _line(d: dict, key: str) -> int:
+    """The line of ``key`` in mapping ``d`` (the mapping's first line if the key is absent)."""
+    return d.get("__keylines__", {}).get(key, d.get("__line__", 1))
+
+
 def _common(defaults: dict) -> dict:
     return {k: defaults[k] for k in ("n_boot", "seed") if k in defaults}
 
 
 def _strip(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k != "__line__"}
+    return {k: v for k, v in d.items() if k not in ("__line__", "__keylines__")}
 
 
 def _no_unknown(path: Path, d: dict, valid: set[str], what: str) -> None:
     for key in d:
-        if key != "__line__" and key not in valid:
-            raise SuiteError(path, d.get("__line__", 1), f"unknown {what} key {key!r}; valid keys: {', '.join(sorted(valid))}")
+        if key not in ("__line__", "__keylines__") and key not in valid:
+            raise SuiteError(path, _line(d, key), f"unknown {what} key {key!r}; valid keys: {', '.join(sorted(valid))}")
 
 
 def _unique_ids(path: Path, checks: list[SuiteCheck]) -> None:

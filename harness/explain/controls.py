@@ -1,0 +1,73 @@
+"""Model-independent controls: what a check scores when the map says nothing about the model.
+
+Binder et al. (2023) show uninformative maps also "pass" model randomisation; run these beside the
+real explainers so a report shows what "no dependence on the model" looks like.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.explain.base import Explainer, register_explainer
+
+
+def content_seed(image: torch.Tensor, seed: int) -> int:
+    """A 63-bit seed from ``seed`` and the image's float32 bytes: same input, same seed, any device."""
+    data = image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    digest = hashlib.blake2b(data, digest_size=8, key=seed.to_bytes(8, "little", signed=True)).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+@register_explainer
+class RandomMap(Explainer):
+    """Smooth random map: ``cells x cells`` Gaussian noise, bilinearly upsampled to the input size.
+
+    Deterministic: each image's noise is drawn from a CPU generator seeded by ``seed`` and a hash of
+    the image's content, so the same image gives the same map whatever the batch, device or model.
+    Ignores the model and the targets (the targets count is still checked).
+    """
+
+    name = "random"
+    description = "control: smooth random map seeded by the image content (model-independent)"
+    is_control = True
+    view = "minmax"
+
+    def __init__(self, *, seed: int = 0, cells: int = 7) -> None:
+        if cells < 1:
+            raise ValueError(f"cells must be >= 1, got {cells}")
+        self.seed = seed
+        self.cells = cells
+
+    def explain(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        host = images.detach().to("cpu", torch.float32)
+        seeds = [content_seed(image, self.seed) for image in host]
+        noise = torch.stack([
+            torch.randn(1, self.cells, self.cells, generator=torch.Generator().manual_seed(s)) for s in seeds
+        ])
+        maps = F.interpolate(noise, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return maps.to(images.device)
+
+
+@register_explainer
+class EdgeMap(Explainer):
+    """Sobel gradient magnitude of the image itself: an input-edge detector, model-independent.
+
+    Adebayo et al. (2018) found Guided Backprop maps look like this; a real explainer that scores
+    like the edge control on a check is not showing the model's reasoning.
+    """
+
+    name = "edge"
+    description = "control: Sobel edge magnitude of the input (model-independent)"
+    is_control = True
+    view = "minmax"
+
+    def explain(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        x = images.detach().float().sum(1, keepdim=True)
+        kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device)
+        kernels = torch.stack([kx, kx.T])[:, None]
+        g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernels)
+        return g.pow(2).sum(1, keepdim=True).sqrt()

@@ -1,0 +1,52 @@
+"""Region share of positive attribution: hand-computed example, edge cases, properties."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.metrics import region_share, region_share_ratio, relevance_mass
+
+MAP = torch.tensor([[0.00, 0.00, 0.25, 0.50],
+                    [0.00, 0.25, 0.50, 1.00],
+                    [0.00, 0.00, 0.75, 0.50],
+                    [0.00, 0.00, 0.00, 0.25]]).view(1, 1, 4, 4) - 0.25
+REGION = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+REGION[..., :2, 2:] = True
+
+
+def test_region_share_by_hand():
+    # positive part: inside 0 + .25 + .25 + .75 = 1.25; outside .5 (2,2) + .25 (2,3) = .75; total 2.0
+    assert region_share(MAP, REGION).item() == pytest.approx(0.625)
+    # the region covers 4 of 16 pixels: 0.625 / 0.25
+    assert region_share_ratio(MAP, REGION).item() == pytest.approx(2.5)
+    assert region_share(MAP, ~REGION).item() == pytest.approx(0.375)
+
+
+def test_edge_cases():
+    assert math.isnan(region_share(MAP, torch.zeros_like(REGION)).item())
+    assert math.isnan(region_share_ratio(MAP, torch.zeros_like(REGION)).item())
+    assert math.isnan(region_share(-MAP.abs(), REGION).item())  # no positive attribution
+    assert region_share(MAP, torch.ones_like(REGION)).item() == 1.0
+    uniform = torch.ones(1, 1, 4, 4)
+    assert region_share_ratio(uniform, REGION).item() == pytest.approx(1.0)  # no preference
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.01, 100))
+def test_range_scale_invariance_and_complement(seed, scale):
+    g = torch.Generator().manual_seed(seed)
+    maps = torch.randn(6, 1, 8, 8, generator=g).double()
+    regions = torch.rand(6, 1, 8, 8, generator=g) < 0.3
+    regions[:, :, 0, 0], regions[:, :, -1, -1] = True, False
+    share = region_share(maps, regions)
+    assert ((share >= 0) & (share <= 1)).all()
+    assert torch.allclose(region_share(scale * maps, regions), share)
+    assert torch.allclose(share + region_share(maps, ~regions), torch.ones(6, dtype=torch.float64))
+    assert torch.equal(share, relevance_mass(maps, regions))
+    area = regions.double().mean(dim=(1, 2, 3))
+    assert torch.allclose(region_share_ratio(maps, regions), share / area)

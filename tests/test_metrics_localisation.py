@@ -1,0 +1,184 @@
+"""Localisation metrics: hand-computed 4x4 references, loop references, cv2's Otsu, properties."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.metrics import (
+    diffgradcam,
+    ehr_auc,
+    ehr_curve,
+    iou,
+    otsu_levels,
+    pointing_game,
+    relevance_mass,
+    relevance_rank,
+    threshold_maps,
+)
+
+FAST = settings(max_examples=40, deadline=None)
+
+# The hand-worked example: a [0,1] map and a mask on the top-right 2x2 block.
+MAP = torch.tensor([[0.00, 0.00, 0.25, 0.50],
+                    [0.00, 0.25, 0.50, 1.00],
+                    [0.00, 0.00, 0.75, 0.50],
+                    [0.00, 0.00, 0.00, 0.25]]).view(1, 1, 4, 4)
+MASK = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+MASK[..., :2, 2:] = True
+
+
+def test_diffgradcam_by_hand():
+    # inside: 0.25 + 0.5 + 0.5 + 1.0 = 2.25 over 4 -> 27/48
+    # outside: 0.25 + 0.75 + 0.5 + 0.25 = 1.75 over 12 -> 7/48
+    assert diffgradcam(MAP, MASK).item() == pytest.approx(20 / 48, abs=1e-12)
+
+
+def test_ehr_auc_by_hand():
+    # thresholds 0, .25, .5, .75, 1 -> pixels reaching t (inside/all): 4/16, 4/8, 3/5, 1/2, 1/1
+    curve = ehr_curve(MAP, MASK, n_thresholds=4)[0]
+    assert torch.allclose(curve, torch.tensor([0.25, 0.5, 0.6, 0.5, 1.0], dtype=torch.float64))
+    # trapezoid, spacing 1/4: (0.375 + 0.55 + 0.55 + 0.75) / 4
+    assert ehr_auc(MAP, MASK, n_thresholds=4).item() == pytest.approx(0.55625, abs=1e-12)
+
+
+def test_pointing_game_by_hand():
+    assert pointing_game(MAP, MASK).item() == 1.0  # the maximum 1.0 sits at (1, 3), inside
+    tied = MAP.clone()
+    tied[0, 0, 0, 0] = 1.0  # an earlier, outside maximum: the first arg-max decides -> miss
+    assert pointing_game(tied, MASK).item() == 0.0
+    assert pointing_game(MAP, MASK.roll(2, dims=2)).item() == 0.0
+
+
+def test_iou_by_hand():
+    # > 0.5: {(1,3), (2,2)}; intersection 1, union 2 + 4 - 1 = 5
+    assert iou(MAP, MASK, threshold=0.5).item() == pytest.approx(0.2)
+    # > 0.25: {(0,3), (1,2), (1,3), (2,2), (2,3)}; intersection 3, union 5 + 4 - 3 = 6
+    assert iou(MAP, MASK, threshold=0.25).item() == pytest.approx(0.5)
+    # Otsu on levels floor(255 v) = {0: 8, 63: 3, 127: 3, 191: 1, 255: 1}: between-class variance is
+    # 4032 (k=0), 4720 (k=63), 3634 (k=127), 2445 (k=191) -> threshold 63, the same segmentation as > 0.25
+    assert otsu_levels((255 * MAP.flatten(1)).floor().long()).item() == 63
+    assert iou(MAP, MASK, threshold="otsu").item() == pytest.approx(0.5)
+
+
+def test_relevance_mass_and_rank_by_hand():
+    signed = MAP - 0.25  # positive part: inside 0 + .25 + .25 + .75 = 1.25, outside .5 + .25 = .75
+    assert relevance_mass(signed, MASK).item() == pytest.approx(1.25 / 2.0)
+    # top-4 pixels (stable ties): 1.0 (1,3), .75 (2,2), .5 (0,3), .5 (1,2) -> 3 of 4 inside
+    assert relevance_rank(MAP, MASK).item() == pytest.approx(0.75)
+
+
+def test_empty_full_and_nan_edge_cases():
+    empty = torch.zeros_like(MASK)
+    for metric in (diffgradcam, ehr_auc, pointing_game, iou, relevance_mass, relevance_rank):
+        assert math.isnan(metric(MAP, empty).item()), metric.__name__
+    assert math.isnan(diffgradcam(MAP, torch.ones_like(MASK)).item())  # no outside
+    with_nan = MAP.clone()
+    with_nan[0, 0, 3, 0] = float("nan")
+    for metric in (diffgradcam, ehr_auc, pointing_game, iou, relevance_mass, relevance_rank):
+        assert math.isnan(metric(with_nan, MASK).item()), metric.__name__
+    zeros = torch.zeros_like(MAP)  # unit_view of a constant map
+    assert diffgradcam(zeros, MASK).item() == 0.0
+    assert ehr_auc(zeros, MASK, n_thresholds=4).item() == pytest.approx(0.25 / 8)
+    assert math.isnan(iou(zeros, MASK).item())  # empty segmentation
+    assert math.isnan(relevance_mass(zeros, MASK).item())  # no positive relevance
+    with pytest.raises(ValueError, match=r"\[0,1\]"):
+        diffgradcam(MAP * 2, MASK)
+    with pytest.raises(ValueError, match="size per image"):
+        diffgradcam(MAP, MASK[..., :2])
+
+
+def random_batch(seed: int, b: int = 5, h: int = 12, w: int = 9, levels: int | None = None):
+    g = torch.Generator().manual_seed(seed)
+    maps = torch.rand(b, 1, h, w, generator=g)
+    if levels:
+        maps = (maps * levels).floor() / levels  # many ties
+    masks = torch.rand(b, 1, h, w, generator=g) < torch.rand(b, 1, 1, 1, generator=g)
+    masks[:, :, 0, 0] = True  # never empty
+    masks[:, :, -1, -1] = False  # never full
+    return maps, masks
+
+
+def ehr_auc_loop(m: np.ndarray, s: np.ndarray, n: int) -> float:
+    ehr = []
+    for k in range(n + 1):
+        above = m >= k / n
+        ehr.append((above & s).sum() / above.sum() if above.any() else 0.0)
+    return sum((ehr[k] + ehr[k + 1]) / 2 / n for k in range(n))
+
+
+@FAST
+@given(st.integers(0, 10_000), st.sampled_from([None, 4, 10]), st.sampled_from([1, 7, 20]))
+def test_batched_metrics_equal_loop_references(seed, levels, n_thresholds):
+    maps, masks = random_batch(seed, levels=levels)
+    got_ehr = ehr_auc(maps, masks, n_thresholds=n_thresholds)
+    got_diff = diffgradcam(maps, masks)
+    for i in range(maps.shape[0]):
+        m, s = maps[i].double().numpy().ravel(), masks[i].numpy().ravel()
+        assert got_ehr[i].item() == pytest.approx(ehr_auc_loop(m, s, n_thresholds), abs=1e-12)
+        assert got_diff[i].item() == pytest.approx(m[s].mean() - m[~s].mean(), abs=1e-12)
+
+
+def exact_between_class_variance(u8: np.ndarray, k: int) -> Fraction:
+    """Otsu's criterion up to the constant 1/N^2, in exact rational arithmetic."""
+    v = u8.ravel().astype(np.int64)
+    n, n1, m1, total = v.size, int((v <= k).sum()), int(v[v <= k].sum()), int(v.sum())
+    return Fraction(-1) if n1 in (0, n) else Fraction((n * m1 - n1 * total) ** 2, n1 * (n - n1))
+
+
+@FAST
+@given(st.integers(0, 10_000), st.sampled_from([None, 2, 3, 50]), st.sampled_from([(16, 16), (3, 3), (7, 9)]))
+def test_otsu_segmentation_equals_opencv(seed, levels, shape):
+    """Same segmentation as cv2's THRESH_OTSU, except on exact ties, where both thresholds are optimal.
+
+    (cv2 breaks exact ties by its own rounding: on 3000 random batches all 42 differences were exact ties.)
+    """
+    maps, _ = random_batch(seed, b=4, h=shape[0], w=shape[1], levels=levels)
+    ours = threshold_maps(maps, "otsu")
+    ours_level = otsu_levels((255 * maps.flatten(1)).floor().long())
+    for i in range(maps.shape[0]):
+        u8 = np.uint8(255 * maps[i, 0].numpy())
+        level, seg = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        if not np.array_equal(ours[i, 0].numpy(), seg > 0):
+            assert exact_between_class_variance(u8, int(level)) == exact_between_class_variance(
+                u8, int(ours_level[i]))
+
+
+@FAST
+@given(st.integers(0, 10_000), st.sampled_from([None, 4]))
+def test_ranges(seed, levels):
+    maps, masks = random_batch(seed, levels=levels)
+    d = diffgradcam(maps, masks)
+    assert ((d >= -1) & (d <= 1)).all()
+    for values in (ehr_auc(maps, masks, n_thresholds=10), iou(maps, masks), iou(maps, masks, threshold=0.3),
+                   relevance_mass(maps - 0.5, masks), relevance_rank(maps, masks)):
+        finite = values[~values.isnan()]
+        assert ((finite >= 0) & (finite <= 1)).all()
+
+
+@FAST
+@given(st.integers(0, 10_000))
+def test_extremes_of_the_ranges(seed):
+    _, masks = random_batch(seed)
+    perfect = masks.float()
+    assert torch.allclose(diffgradcam(perfect, masks), torch.ones(5, dtype=torch.float64))
+    assert torch.allclose(diffgradcam(1 - perfect, masks), -torch.ones(5, dtype=torch.float64))
+    assert torch.allclose(relevance_mass(perfect, masks), torch.ones(5, dtype=torch.float64))
+    assert torch.allclose(iou(perfect, masks, threshold=0.5), torch.ones(5, dtype=torch.float64))
+
+
+@FAST
+@given(st.integers(0, 10_000))
+def test_pointing_game_invariant_to_increasing_rescaling(seed):
+    maps, masks = random_batch(seed, levels=8)  # dyadic values with ties: the rescalings below are exact
+    signed = maps - 0.5
+    expected = pointing_game(signed, masks)
+    for rescaled in (8 * signed - 3, signed.pow(3), signed.pow(5) + signed):
+        assert torch.equal(pointing_game(rescaled, masks), expected)

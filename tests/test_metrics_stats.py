@@ -1,0 +1,77 @@
+"""Seeded percentile bootstrap: reference computation, NaN accounting, AUROC resampling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from harness.metrics import BootstrapResult, auroc, bootstrap_ci, bootstrap_statistic
+
+
+def test_bootstrap_ci_equals_reference_with_the_same_indices():
+    values = torch.randn(50, generator=torch.Generator().manual_seed(0)).double()
+    result = bootstrap_ci(values, n_boot=500, seed=3, alpha=0.1)
+    index = torch.randint(0, 50, (500, 50), generator=torch.Generator().manual_seed(3)).numpy()
+    means = values.numpy()[index].mean(1)
+    assert result.estimate == pytest.approx(values.mean().item())
+    assert result.low == pytest.approx(np.percentile(means, 5))
+    assert result.high == pytest.approx(np.percentile(means, 95))
+    assert (result.n, result.n_excluded, result.n_boot, result.alpha) == (50, 0, 500, 0.1)
+    assert result == bootstrap_ci(values.tolist(), n_boot=500, seed=3, alpha=0.1)  # any sequence input
+
+
+def test_bootstrap_ci_is_seeded_and_counts_nans():
+    values = torch.tensor([0.1, float("nan"), 0.5, 0.9, float("nan"), 0.3])
+    a, b = bootstrap_ci(values, seed=1), bootstrap_ci(values, seed=1)
+    assert a == b and a != bootstrap_ci(values, seed=2)
+    assert (a.n, a.n_excluded) == (4, 2)
+    assert a.estimate == pytest.approx(0.45)
+    assert a.low <= a.estimate <= a.high
+    assert set(a.to_dict()) == {"estimate", "low", "high", "n", "n_excluded", "n_boot", "alpha"}
+
+
+def test_bootstrap_ci_degenerate_inputs():
+    none = bootstrap_ci(torch.tensor([float("nan")] * 3))
+    assert math.isnan(none.estimate) and math.isnan(none.low) and (none.n, none.n_excluded) == (0, 3)
+    one = bootstrap_ci([0.7])
+    assert one.estimate == one.low == one.high == pytest.approx(0.7)
+    with pytest.raises(ValueError):
+        bootstrap_ci([1.0, 2.0], alpha=1.5)
+
+
+def test_chunked_index_matrix_matches_single_draw(monkeypatch):
+    import harness.metrics.stats as stats
+
+    values = torch.rand(40, generator=torch.Generator().manual_seed(5))
+    full = bootstrap_ci(values, n_boot=100, seed=0)
+    monkeypatch.setattr(stats, "_MAX_CHUNK_ELEMENTS", 40 * 7)
+    chunked = bootstrap_ci(values, n_boot=100, seed=0)
+    # torch's CPU generator draws the same stream in chunks: the result does not depend on the chunk size
+    assert chunked == full
+
+
+def test_bootstrap_statistic_auroc_batched_equals_loop():
+    g = torch.Generator().manual_seed(0)
+    labels = (torch.rand(60, generator=g) < 0.3).long()
+    scores = (labels + torch.randn(60, generator=g)).div(3).round(decimals=1)  # ties
+    loop = bootstrap_statistic(auroc, scores, labels, n_boot=300, seed=4)
+    fast = bootstrap_statistic(auroc, scores, labels, n_boot=300, seed=4, batched=True)
+    assert isinstance(loop, BootstrapResult)
+    assert loop.estimate == pytest.approx(auroc(scores, labels).item())
+    assert (loop.low, loop.high, loop.n_boot) == pytest.approx((fast.low, fast.high, fast.n_boot))
+    assert loop.low < loop.estimate < loop.high
+
+
+def test_bootstrap_statistic_drops_single_class_resamples_and_nan_rows():
+    scores = torch.tensor([0.9, 0.2, 0.3, 0.4, 0.1, 0.6, 0.7, float("nan")])
+    labels = torch.tensor([1, 0, 0, 0, 0, 0, 0, 1])  # one positive left after the NaN row goes
+    result = bootstrap_statistic(auroc, scores, labels, n_boot=400, seed=0)
+    assert (result.n, result.n_excluded) == (7, 1)
+    assert result.estimate == 1.0
+    assert 0 < result.n_boot < 400  # resamples without the positive are dropped, not counted as NaN
+    assert result.low == result.high == 1.0
+    with pytest.raises(ValueError, match="first dimension"):
+        bootstrap_statistic(auroc, scores, labels[:3])

@@ -1,0 +1,134 @@
+"""The pytest plugin end to end on a toy zoo: collection, ids, verdicts, exit codes, reports, errors.
+
+The toy model (``harness.models.testing``) trains in about a second, so these run in the default
+test run; the real synth-cxr end-to-end runs are in ``test_end_to_end.py`` (marked slow).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from harness.models.testing import install_toy
+
+TOY_ZOO = """\
+models:
+  toy:
+    architecture: test_resnet
+    dataset: toy-blobs
+    dataset_options: {n: 96}
+    recipe: toy
+    seed: 0
+"""
+
+SUITE = """\
+suite: toy
+defaults: {explainers: [gradcam], n_boot: 200, seed: 0}
+checks:
+  - id: performance_auroc
+    check: auroc
+    require: ci_low >= 0.6
+  - id: localisation_diffgradcam
+    check: diffgradcam
+    explainers: [gradcam, random]
+    require: ci_low >= 0.05
+  - id: impossible_auroc
+    check: auroc
+    require: value >= 1.01
+"""
+
+
+@pytest.fixture
+def toy(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path):
+    install_toy()  # for the test's own use of the zoo
+    pytester.makeconftest("from harness.models.testing import install_toy\ninstall_toy()\n")
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(TOY_ZOO)
+    monkeypatch.setenv("XAI_HARNESS_ZOO", str(zoo))
+    monkeypatch.setenv("XAI_HARNESS_CHECKPOINTS", str(tmp_path / "ckpt"))
+    (pytester.path / "suites").mkdir()
+    return pytester
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    # a subprocess: torch does not survive pytester's in-process module snapshot and restore
+    return pytester.runpytest_subprocess("--report-dir", str(pytester.path / "reports"), *args)
+
+
+def test_items_verdicts_exit_code_and_report(toy):
+    (toy.path / "suites" / "toy.yaml").write_text(SUITE)
+    result = _run(toy, "suites", "--model", "toy", "-v")
+    result.assert_outcomes(passed=3, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the gate
+    result.stdout.fnmatch_lines([
+        "*performance_auroc?toy? PASSED*",
+        "*localisation_diffgradcam?toy-gradcam? PASSED*",
+        "*localisation_diffgradcam?toy-random? PASSED*",  # a control that fails the condition passes
+        "*impossible_auroc?toy? FAILED*",
+        "*FAIL: impossible_auroc*",
+        "*required: auroc at least 1.01*the condition does not hold*",
+        "*xai-harness: verdicts per model and check*",
+    ])
+    document = json.loads((toy.path / "reports" / "latest" / "results.json").read_text())
+    records = {(r["check"], r["explainer"]): r for r in document["records"]}
+    assert records[("impossible_auroc", "-")]["verdict"] == "fail"
+    assert records[("localisation_diffgradcam", "random")]["message"].startswith("control rejected")
+    keys = {"suite", "model", "architecture", "explainer", "check", "category", "metric", "value", "ci_low",
+            "ci_high", "threshold", "direction", "verdict", "n", "seed"}
+    assert keys <= set(records[("performance_auroc", "-")])
+    assert document["overlays"], "localisation checks draw heatmap overlays"
+    summary = (toy.path / "reports" / "latest" / "summary.md").read_text()
+    assert "impossible_auroc" in summary and "toy" in summary
+
+
+def test_keyword_and_marker_selection(toy):
+    (toy.path / "suites" / "toy.yaml").write_text(SUITE)
+    _run(toy, "suites", "--model", "toy", "-k", "auroc and not impossible").assert_outcomes(passed=1, deselected=3)
+    _run(toy, "suites", "--model", "toy", "-m", "localisation").assert_outcomes(passed=2, deselected=2)
+
+
+def test_unknown_model_is_a_usage_error_listing_known_models(toy):
+    (toy.path / "suites" / "toy.yaml").write_text(SUITE)
+    result = _run(toy, "suites", "--model", "nosuchmodel")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown model 'nosuchmodel'; known models: toy*"])
+
+
+def test_suites_without_a_model_do_not_pass_silently(toy):
+    (toy.path / "suites" / "toy.yaml").write_text(SUITE)
+    result = _run(toy, "suites")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*pass --model NAME*"])
+
+
+def test_malformed_suite_is_a_collection_error_with_file_and_line(toy):
+    (toy.path / "suites" / "bad.yaml").write_text(SUITE.replace("check: diffgradcam", "check: difgradcam"))
+    result = _run(toy, "suites", "--model", "toy")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*bad.yaml:8: unknown check 'difgradcam'; valid checks: *diffgradcam*"])
+
+
+def test_corrupted_checkpoint_names_the_file_and_the_sha256_mismatch(toy, tmp_path):
+    from harness.models import CheckpointStore, ensure_trained, get_zoo_entry
+
+    run = ensure_trained(get_zoo_entry("toy"), profile="cpu", store=CheckpointStore(tmp_path / "ckpt"),
+                         progress=False)
+    weights = run.checkpoint()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    (toy.path / "suites" / "toy.yaml").write_text(SUITE)
+    result = _run(toy, "suites", "--checkpoint", str(weights), "-k", "performance_auroc")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([f"*{weights.name}*sha256 mismatch*"])
+
+
+def test_python_checks_get_the_model_under_test(toy):
+    (toy.path / "suites" / "test_mine.py").write_text(textwrap.dedent("""
+        def test_model_has_test_data(xai_model):
+            assert len(xai_model.dataset("test")) == 96
+            assert xai_model.maps("gradcam", "test").shape == (96, 1, 64, 64)
+    """))
+    _run(toy, "suites/test_mine.py", "--model", "toy").assert_outcomes(passed=1)
