@@ -1,0 +1,64 @@
+"""Patient-wise splits: every image of a patient lands in the same split."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+SPLITS = ("train", "val", "test", "test_decorrelated")
+MAIN_SPLITS = ("train", "val", "test")
+MAIN_FRACTIONS = (0.70, 0.15, 0.15)
+DECORRELATED_FRACTION = 0.15  # extra, distinct patients, relative to n_patients
+IMAGES_PER_PATIENT = (1, 2, 3, 4)
+IMAGES_PER_PATIENT_P = (0.10, 0.25, 0.35, 0.30)  # mean 2.85 images per patient
+
+
+def n_decorrelated_patients(n_patients: int) -> int:
+    """How many extra patients form the ``test_decorrelated`` split."""
+    return max(1, int(round(DECORRELATED_FRACTION * n_patients)))
+
+
+def images_per_patient(n_patients: int, rng: np.random.Generator) -> np.ndarray:
+    """int64 ``[n_patients]``: number of radiographs of each patient (1 to 4)."""
+    return rng.choice(np.array(IMAGES_PER_PATIENT), size=n_patients, p=np.array(IMAGES_PER_PATIENT_P))
+
+
+def patient_splits(n_patients: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Assign patients to splits.
+
+    Patients ``0 .. n_patients-1`` are shuffled and cut 70/15/15 into train/val/test (each split
+    gets at least one patient); patients ``n_patients ..`` (see :func:`n_decorrelated_patients`)
+    form ``test_decorrelated``.
+
+    Args:
+        n_patients: patients of train+val+test; at least 3.
+        rng: seeded generator.
+
+    Returns:
+        split -> sorted int64 patient ids.
+    """
+    if n_patients < len(MAIN_SPLITS):
+        raise ValueError(f"n_patients must be >= {len(MAIN_SPLITS)}, got {n_patients}")
+    order = rng.permutation(n_patients)
+    n_val = max(1, int(round(MAIN_FRACTIONS[1] * n_patients)))
+    n_test = max(1, int(round(MAIN_FRACTIONS[2] * n_patients)))
+    n_train = n_patients - n_val - n_test
+    if n_train < 1:
+        n_train, n_val = 1, n_patients - 1 - n_test
+    cuts = np.cumsum([n_train, n_val])
+    parts = np.split(order, cuts)
+    out = {name: np.sort(part).astype(np.int64) for name, part in zip(MAIN_SPLITS, parts)}
+    n_dec = n_decorrelated_patients(n_patients)
+    out["test_decorrelated"] = np.arange(n_patients, n_patients + n_dec, dtype=np.int64)
+    return out
+
+
+def check_patient_disjoint(split_patients: Mapping[str, np.ndarray]) -> None:
+    """Raise ``ValueError`` if any patient id appears in two splits."""
+    seen: dict[int, str] = {}
+    for split, ids in split_patients.items():
+        for pid in np.unique(np.asarray(ids)).tolist():
+            if pid in seen and seen[pid] != split:
+                raise ValueError(f"patient {pid} is in both {seen[pid]!r} and {split!r}")
+            seen[pid] = split
