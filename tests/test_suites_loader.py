@@ -39,6 +39,7 @@ checks:
     overrides:
       vit_small_patch16_224: {require: ci_low >= 0.02}
       special: {skip: true}
+      profile:cpu: {severity: warn}
 """
 
 
@@ -48,6 +49,8 @@ def test_overrides_by_architecture_then_model_name(tmp_path):
     assert str(b.for_model("resnet18", "resnet18")[0]) == "ci_low >= 0.1"
     assert str(b.for_model("vit_small", "vit_small_patch16_224")[0]) == "ci_low >= 0.02"
     assert b.for_model("special", "resnet18")[2] is True
+    assert b.for_model("resnet18", "resnet18", "cpu")[0].severity == "warn"
+    assert b.for_model("resnet18", "resnet18", "gpu")[0].severity == "fail"
     assert suite.checks[0].explainers == ("-",)  # performance checks need no explainer
 
 

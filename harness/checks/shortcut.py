@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from harness.checks.context import ModelContext
+from harness.checks.localisation import dilate_mask
 from harness.checks.registry import CheckSkipped, Measurement, register_check
 from harness.metrics import auroc, bootstrap_ci, region_share
 
@@ -36,14 +37,6 @@ def check_artifact_attribution(ctx: ModelContext, explainer: str, *, artifact: s
                "mean_area_fraction": float(area.mean()),
                "share_over_area": float((shares / area).nanmean())}
     return Measurement(f"attribution_share[{artifact}]", boot.estimate, boot.low, boot.high, boot.n, details)
-
-
-def dilate_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Binary dilation by a (2p+1)^2 square, so coarse maps are not penalised for being coarse."""
-    if pixels <= 0:
-        return mask
-    k = 2 * pixels + 1
-    return torch.nn.functional.max_pool2d(mask.float(), k, stride=1, padding=pixels) > 0
 
 
 @register_check("decorrelated_auroc_drop", category="shortcut", needs_explainer=False)

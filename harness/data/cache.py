@@ -6,11 +6,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from harness.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +69,8 @@ def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
         if np.asarray(value).dtype == object:
             raise TypeError(f"array {name!r} has dtype object; it would need pickle")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache is shareable like any written file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as handle:
+        np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()})
     return path
 
 

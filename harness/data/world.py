@@ -20,7 +20,7 @@ _STREAMS = {"split": 1, "anatomy": 2, "image": 3, "label": 4, "lesion": 5, "arti
 N_LESION_CANDIDATES = 8  # fallbacks when a lesion lands (almost) outside the phantom's lungs
 # Difficulty knobs (see the calibration note in synth_cxr.py): darkening inside the lesion and
 # brightness of the visceral pleural line, both in units of the [0,1] intensity before exposure.
-LUCENCY_RANGE = (0.12, 0.26)
+LUCENCY_RANGE = (0.18, 0.34)
 PLEURAL_LINE_RANGE = (0.07, 0.16)
 
 

@@ -11,6 +11,8 @@ from enum import Enum
 from pathlib import Path, PurePath
 from typing import Any, Mapping
 
+from harness.atomic import atomic_write_text
+
 RESULTS_FILENAME = "results.json"
 SUMMARY_FILENAME = "summary.md"
 OVERLAY_DIRNAME = "overlays"
@@ -64,30 +66,6 @@ def to_jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
         return to_jsonable(obj.tolist())
     return str(obj)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
-
-    The text goes to a temporary file in the same directory, is flushed to disk, and is moved
-    over ``path`` with :func:`os.replace`. On any error the temporary file is removed and the
-    previous ``path`` is left as it was.
-
-    Args:
-        path: The destination file; its directory must exist.
-        text: The full new content (UTF-8).
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")  # mode from the umask
-    try:
-        with open(tmp, "x", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def dump_json(document: Any) -> str:

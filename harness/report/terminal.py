@@ -32,11 +32,10 @@ VERDICT_STYLES = {
 def render_terminal_table(
     records: Iterable[CheckResult | Mapping[str, Any]], console: Console, *, title: str | None = None
 ) -> Table:
-    """Print a table with one row per model and one column per check, then the total.
+    """Print a table with one row per check and explainer and one column per model, then the total.
 
-    A cell shows the verdict, coloured, and the value. When a check ran with several explainers,
-    the cell has one line per explainer, ``<explainer> <VERDICT> <value>``; when it ran with one,
-    the explainer is named in the column header instead.
+    Checks are rows because a suite has many more checks than a run has models: the table stays
+    readable in an 80-column terminal. A cell shows the verdict, coloured, and the value.
 
     Args:
         records: Check results, as ``CheckResult`` or their ``to_dict()`` form.
@@ -49,15 +48,16 @@ def render_terminal_table(
     from rich.table import Table
 
     rows = [as_record(r) for r in records]
-    checks = _checks(rows)
-    table = Table(title=title or "xai-harness results", show_lines=True, title_justify="left")
-    table.add_column("model", no_wrap=True, style="bold")
-    for check, explainers in checks.items():
-        header = check if len(explainers) != 1 else f"{check}\n[dim]{next(iter(explainers))}[/dim]"
-        table.add_column(header, overflow="fold")
-    for model_rows in group_by_model(rows).values():
-        cells = [_cell(model_rows, check, len(explainers) > 1) for check, explainers in checks.items()]
-        table.add_row(_model_cell(model_rows), *cells)
+    models = group_by_model(rows)
+    table = Table(title=title or "xai-harness results", title_justify="left")
+    table.add_column("check", style="bold", no_wrap=True)
+    table.add_column("explainer", style="cyan", no_wrap=True)
+    table.add_column("condition", style="dim", no_wrap=True)
+    for model_rows in models.values():
+        table.add_column(_model_cell(model_rows), no_wrap=True)
+    for check, explainer, condition in _row_keys(rows):
+        cells = [_cell(model_rows, check, explainer) for model_rows in models.values()]
+        table.add_row(check, explainer, condition, *cells)
     console.print(table)
     console.print(total_line(rows))
     return table
@@ -81,35 +81,32 @@ def total_line(records: Iterable[CheckResult | Mapping[str, Any]]) -> Text:
     return line
 
 
-def _checks(rows: list[dict[str, Any]]) -> dict[str, set[str]]:
-    """Check names in order of first appearance, each with the explainers it ran with."""
-    checks: dict[str, set[str]] = {}
+def _row_keys(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(check, explainer, condition) in order of first appearance."""
+    keys: dict[tuple[str, str], str] = {}
     for row in rows:
-        checks.setdefault(str(row.get("check")), set()).add(explainer_label(row))
-    for explainers in checks.values():  # "-" (no explainer) is not worth a header line
-        if explainers == {"-"}:
-            explainers.clear()
-    return checks
+        key = (str(row.get("check")), explainer_label(row))
+        if key not in keys:
+            threshold = row.get("threshold")
+            keys[key] = (f"{row.get('gate_on', 'value')} {row.get('direction', '')} {float(threshold):g}"
+                         if threshold is not None else "")
+    return [(check, explainer, condition) for (check, explainer), condition in keys.items()]
 
 
 def _model_cell(model_rows: list[dict[str, Any]]) -> str:
     model, architecture = model_label(model_rows)
-    return f"{model}\n[dim]{architecture}[/dim]" if architecture else model
+    return f"{model}\n[dim]{architecture}[/dim]" if architecture and architecture != model else model
 
 
-def _cell(model_rows: list[dict[str, Any]], check: str, name_explainer: bool) -> Text:
+def _cell(model_rows: list[dict[str, Any]], check: str, explainer: str) -> Text:
     from rich.text import Text
 
-    matching = [r for r in model_rows if str(r.get("check")) == check]
+    matching = [r for r in model_rows if str(r.get("check")) == check and explainer_label(r) == explainer]
     if not matching:
         return Text("-", style="dim")
-    cell = Text()
-    for i, row in enumerate(matching):
-        cell.append("\n" if i else "")
-        if name_explainer:
-            cell.append(f"{explainer_label(row)} ", style="cyan")
-        verdict = row["verdict"]
-        cell.append(verdict.upper(), style=VERDICT_STYLES.get(verdict, ""))
-        if row.get("value") is not None:
-            cell.append(f" {format_number(row['value'])}")
+    row = matching[0]
+    verdict = row["verdict"]
+    cell = Text(verdict.upper(), style=VERDICT_STYLES.get(verdict, ""))
+    if row.get("value") is not None:
+        cell.append(f" {format_number(row['value'])}")
     return cell

@@ -10,7 +10,8 @@ A suite::
         require: ci_low >= 0.05          # the condition, read as a sentence
         severity: fail                   # or warn (reported, does not gate)
         params: {split: test}
-        overrides:                       # per architecture or zoo name
+        overrides:                       # per profile, architecture or zoo name
+          profile:cpu: {severity: warn}
           vit_small_patch16_224: {require: ci_low >= 0.02}
 """
 
@@ -52,10 +53,14 @@ class SuiteCheck:
     line: int
     description: str = ""
 
-    def for_model(self, model: str, architecture: str) -> tuple[Condition, dict[str, Any], bool]:
-        """Condition, params and skip flag after the overrides for this model (name beats architecture)."""
+    def for_model(self, model: str, architecture: str, profile: str = "") -> tuple[Condition, dict[str, Any], bool]:
+        """Condition, params and skip flag after the overrides for this model.
+
+        Override keys, applied from general to specific: ``profile:<cpu|gpu>``, the architecture,
+        the zoo name.
+        """
         condition, params, skip = self.condition, dict(self.params), False
-        for key in (architecture, model):
+        for key in (f"profile:{profile}", architecture, model):
             o = self.overrides.get(key)
             if not o:
                 continue
