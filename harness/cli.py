@@ -1,0 +1,168 @@
+"""The ``xai-harness`` command line: train zoo models, show the zoo, list registered names.
+
+Heavy imports (torch, timm) happen inside the commands, so ``xai-harness --help`` stays fast.
+Exit codes: 0 ok, 1 failure, 2 usage error (unknown model, profile or kind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+Rows = list[tuple[str, str]]
+
+
+def _architecture_rows() -> Rows:
+    from harness.models.architectures import ARCHITECTURES
+
+    return [(name, ARCHITECTURES.meta(name).get("description", "")) for name in ARCHITECTURES.names()]
+
+
+def _dataset_rows() -> Rows:
+    from harness.data import DATASETS, list_datasets
+
+    return [(name, _describe(DATASETS.get(name), DATASETS.meta(name))) for name in list_datasets()]
+
+
+def _recipe_rows() -> Rows:
+    from harness.models.recipes import RECIPES
+
+    return [(name, _describe(RECIPES.get(name), RECIPES.meta(name))) for name in RECIPES.names()]
+
+
+def _describe(obj: object, meta: dict) -> str:
+    """``description`` metadata, else the first line of the docstring."""
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return str(meta.get("description") or (doc.splitlines()[0] if doc else ""))
+
+
+#: ``xai-harness list KIND``: each kind maps to a callable returning (name, description) rows.
+#: Later stages add their kinds here (explainers, metrics, checks, perturbations).
+LISTERS: dict[str, Callable[[], Rows]] = {
+    "architectures": _architecture_rows,
+    "datasets": _dataset_rows,
+    "recipes": _recipe_rows,
+}
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    table = Table(title=args.kind)
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("description")
+    for name, description in LISTERS[args.kind]():
+        table.add_row(name, description)
+    _console().print(table)
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    import torch
+    from rich.table import Table
+
+    from harness.models.architectures import create_model
+    from harness.models.checkpoints import CheckpointStore
+    from harness.models.recipes import get_profile, get_recipe
+    from harness.models.trainer import default_profile
+    from harness.models.zoo import check_architecture, list_zoo
+
+    profile = args.profile or default_profile()
+    store = CheckpointStore(args.checkpoint_dir)
+    table = Table(title=f"model zoo ({profile} profile, checkpoints in {store.root})")
+    for column in ("name", "architecture", "recipe", "parameters", "dataset", f"trained ({profile})"):
+        table.add_column(column, justify="right" if column == "parameters" else "left", overflow="fold")
+    for entry in map(check_architecture, list_zoo()):
+        with torch.device("meta"):  # shapes only: no memory, no init cost
+            model = create_model(entry.architecture, img_size=get_profile(profile).img_size)
+        n_params = sum(p.numel() for p in model.parameters())
+        run = store.completed_run(store.run_dir(entry, get_recipe(entry.recipe, profile), profile))
+        trained = f"val AUROC {run.final_metrics.get('val_auroc', float('nan')):.3f}" if run else "-"
+        options = ", ".join(sorted(entry.dataset_options))
+        dataset = f"{entry.dataset} ({options})" if options else entry.dataset
+        table.add_row(entry.name, entry.architecture, entry.recipe, f"{n_params / 1e6:.1f}M", dataset, trained)
+    _console().print(table)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from harness.models.checkpoints import CheckpointStore, ensure_trained
+    from harness.models.recipes import get_recipe
+    from harness.models.trainer import default_profile
+    from harness.models.zoo import get_zoo_entry
+
+    entry = get_zoo_entry(args.model)
+    profile = args.profile or default_profile()
+    store = CheckpointStore(args.checkpoint_dir)
+    existing = store.completed_run(store.run_dir(entry, get_recipe(entry.recipe, profile), profile))
+    if existing is not None:
+        _console(stderr=True).print(f"{entry.name} ({profile} profile) is already trained: {existing.run_dir}",
+                                    markup=False, soft_wrap=True)
+    run = existing or ensure_trained(entry, profile=profile, store=store, progress=not args.no_progress)
+    _print_history(run)
+    return 0
+
+
+def _print_history(run) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{run.name} ({run.profile}) — {run.run_dir}")
+    columns = ("epoch", "train_loss", "val_loss", "val_auroc", "val_accuracy", "epoch_seconds", "images_per_second")
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    for row in run.history:
+        table.add_row(*(str(row[c]) if c == "epoch" else f"{row[c]:.3f}" if c != "images_per_second"
+                        else f"{row[c]:.0f}" for c in columns))
+    _console().print(table)
+    _console().print(f"total {run.wall_seconds:.1f} s; last checkpoint {run.checkpoint()}", markup=False,
+                     soft_wrap=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xai-harness", description="pytest for explanations of "
+                                     "medical-imaging classifiers")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a zoo model (or reuse its checkpoint)")
+    train.add_argument("--model", required=True, help="zoo name (see `xai-harness zoo`)")
+    train.add_argument("--profile", choices=("cpu", "gpu"), help="default: gpu if CUDA is available, else cpu")
+    train.add_argument("--checkpoint-dir", help="checkpoint store root (default: $XAI_HARNESS_CHECKPOINTS "
+                       "or ~/.cache/xai-harness/checkpoints)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(func=cmd_train)
+
+    zoo = commands.add_parser("zoo", help="show the model zoo")
+    zoo.add_argument("--profile", choices=("cpu", "gpu"))
+    zoo.add_argument("--checkpoint-dir")
+    zoo.set_defaults(func=cmd_zoo)
+
+    lister = commands.add_parser("list", help="list registered names of one kind")
+    lister.add_argument("kind", choices=sorted(LISTERS))
+    lister.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from harness.models.recipes import ProfileUnavailableError
+    from harness.models.zoo import ZooError
+    from harness.registry import UnknownNameError
+
+    try:
+        return args.func(args)
+    except (ZooError, UnknownNameError, ProfileUnavailableError) as err:
+        from rich.text import Text
+
+        _console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(err)), soft_wrap=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
