@@ -37,12 +37,33 @@ def _describe(obj: object, meta: dict) -> str:
     return str(meta.get("description") or (doc.splitlines()[0] if doc else ""))
 
 
+def _explainer_rows() -> Rows:
+    from harness.explain import list_explainers
+
+    return [(name, description) for name, description, _ in list_explainers()]
+
+
+def _check_rows() -> Rows:
+    from harness.checks import list_checks
+
+    return [(spec.name, f"{spec.category}: {spec.description}") for spec in list_checks()]
+
+
+def _perturbation_rows() -> Rows:
+    from harness.data.perturbations import list_perturbations
+
+    return list_perturbations()
+
+
 #: ``xai-harness list KIND``: each kind maps to a callable returning (name, description) rows.
 #: Later stages add their kinds here (explainers, metrics, checks, perturbations).
 LISTERS: dict[str, Callable[[], Rows]] = {
     "architectures": _architecture_rows,
     "datasets": _dataset_rows,
     "recipes": _recipe_rows,
+    "explainers": _explainer_rows,
+    "checks": _check_rows,
+    "perturbations": _perturbation_rows,
 }
 
 

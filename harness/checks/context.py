@@ -6,6 +6,7 @@ Grad-CAM maps of the test split cost one Grad-CAM pass.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -57,17 +58,21 @@ class ModelContext:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def dataset(self, split: str) -> ImageSet:
-        """The model's own dataset configuration (as trained), at the model's resolution."""
-        if split not in self._datasets:
+    def dataset(self, split: str, **overrides: Any) -> ImageSet:
+        """The model's own dataset configuration (as trained), at the model's resolution.
+
+        ``overrides`` change dataset options, e.g. ``shortcuts={}`` renders the same images
+        without artifacts (a counterfactual of the same patients and lesions).
+        """
+        key = split + (json.dumps(overrides, sort_keys=True) if overrides else "")
+        if key not in self._datasets:
             spec = self.manifest["dataset"]
-            options = dict(spec.get("options", {}))
-            options["size"] = int(self.manifest["img_size"])
+            options = {**spec.get("options", {}), **overrides, "size": int(self.manifest["img_size"])}
             data = load_dataset(spec["name"], split, **options)
             if self.max_images is not None and len(data) > self.max_images:
                 data = data.subset(torch.arange(self.max_images))
-            self._datasets[split] = data
-        return self._datasets[split]
+            self._datasets[key] = data
+        return self._datasets[key]
 
     def images(self, split: str) -> torch.Tensor:
         return self.dataset(split).as_float()

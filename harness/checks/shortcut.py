@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.checks.context import ModelContext
+from harness.checks.context import ModelContext, predict_probs
 from harness.checks.localisation import dilate_mask
 from harness.checks.registry import CheckSkipped, Measurement, register_check
 from harness.metrics import auroc, bootstrap_ci, region_share
@@ -64,3 +64,33 @@ def check_decorrelated_auroc_drop(ctx: ModelContext, explainer: str | None = Non
 def _resampled_auroc(labels: torch.Tensor, probs: torch.Tensor, g: torch.Generator) -> float:
     pick = torch.randint(0, labels.numel(), (labels.numel(),), generator=g)
     return float(auroc(probs[pick], labels[pick]))
+
+
+@register_check("artifact_removal", category="shortcut", needs_explainer=False)
+def check_artifact_removal(ctx: ModelContext, explainer: str | None = None, *, artifact: str = "chest_drain",
+                           split: str = "test", n_boot: int = 1000, seed: int = 0) -> Measurement:
+    """Counterfactual: drop in P(positive) when the artifact is removed from the images carrying it.
+
+    The same patients, lesions and exposures are rendered again without that one artifact, so any
+    change of the prediction is caused by the artifact alone. A model that reads the lesion does
+    not care; a model that reads the chest drain does.
+    """
+    data = ctx.dataset(split)
+    shortcuts = data.config.get("shortcuts")
+    if shortcuts is None or artifact not in data.artifact_masks:
+        raise CheckSkipped(f"dataset {data.name} cannot render counterfactuals without {artifact!r}")
+    carriers = torch.nonzero(data.has_artifact(artifact)).flatten()
+    if carriers.numel() == 0:
+        raise CheckSkipped(f"no image of {data.name} carries the artifact {artifact!r}")
+    without = ctx.dataset(split, shortcuts={k: v for k, v in shortcuts.items() if k != artifact})
+    p_with = ctx.probs(split)[carriers]
+    p_without = predict_probs(ctx.model, without.as_float()[carriers], ctx.batch_size)
+    drops = p_with - p_without
+    boot = bootstrap_ci(drops, n_boot=n_boot, seed=seed)
+    labels = data.labels[carriers]
+    details = {"artifact": artifact, "split": split,
+               "mean_drop_positives": float(drops[labels == 1].mean()) if (labels == 1).any() else None,
+               "mean_drop_negatives": float(drops[labels == 0].mean()) if (labels == 0).any() else None,
+               "mean_abs_change": float(drops.abs().mean()),
+               "n_predictions_flipped": int(((p_with >= 0.5) != (p_without >= 0.5)).sum())}
+    return Measurement(f"probability_drop_without[{artifact}]", boot.estimate, boot.low, boot.high, boot.n, details)
