@@ -132,3 +132,12 @@ def test_python_checks_get_the_model_under_test(toy):
             assert xai_model.maps("gradcam", "test").shape == (96, 1, 64, 64)
     """))
     _run(toy, "suites/test_mine.py", "--model", "toy").assert_outcomes(passed=1)
+
+
+def test_xdist_workers_report_to_one_run(toy):
+    (toy.path / "suites" / "toy.yaml").write_text(SUITE)
+    result = _run(toy, "suites", "--model", "toy", "-n", "2", "--dist", "loadgroup", "--junitxml", "junit.xml")
+    result.assert_outcomes(passed=3, failed=1)
+    document = json.loads((toy.path / "reports" / "latest" / "results.json").read_text())
+    assert len(document["records"]) == 4 and len(document["overlays"]) == 2
+    assert "xai_result" in (toy.path / "junit.xml").read_text()  # records travel into JUnit XML

@@ -45,7 +45,8 @@ def randomise_group(model: nn.Module, names: list[str], seed: int) -> None:
     """
     params = dict(model.named_parameters())
     reset: set[str] = set()
-    with torch.random.fork_rng(devices=[]):
+    device = next(iter(params.values())).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for name in names:
             owner_path = name.rpartition(".")[0]
