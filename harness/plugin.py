@@ -7,7 +7,6 @@ Importing this module must stay cheap (no torch): it is loaded by every pytest r
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -66,10 +65,9 @@ def _requested_models(config: pytest.Config) -> list[str]:
 
 
 def _new_run_id() -> str:
-    import datetime
+    from harness.report.results_file import new_run_id  # light: no torch, no matplotlib
 
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{os.getpid()}"
+    return new_run_id()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -128,6 +126,17 @@ class SuiteFile(pytest.File):
         return super().repr_failure(excinfo, style)
 
 
+def load_visibly(config: pytest.Config, model: str, suite=None):
+    """Load (and on first use train) ``model`` with output capture off, so the training message and
+    progress bars reach the terminal instead of the captured output of one item."""
+    import contextlib
+
+    capture = config.pluginmanager.getplugin("capturemanager")
+    quiet = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+    with quiet:
+        return session_of(config).context(model, suite)
+
+
 class SuiteCollectError(Exception):
     """A suite cannot be collected for a reason the message states."""
 
@@ -151,6 +160,7 @@ class CheckItem(pytest.Item):
 
     def runtest(self) -> None:
         session = session_of(self.config)
+        load_visibly(self.config, self.model, self.suite)
         record = session.run_item(self.suite, self.check, self.model, self.explainer)
         self.user_properties.append((RESULT_PROPERTY, json.dumps(record.to_dict())))
         recorder = self.config.pluginmanager.get_plugin(RECORDER)
@@ -264,7 +274,7 @@ def xai_model(request: pytest.FixtureRequest):
     ``.maps(explainer, split)``, ``.unit_maps(...)``; loaded once per run and shared with the suites."""
     if not hasattr(request, "param"):
         pytest.skip("pass --model NAME (or --checkpoint PATH) to run checks that use xai_model")
-    return session_of(request.config).context(request.param)
+    return load_visibly(request.config, request.param)
 
 
 @pytest.fixture
