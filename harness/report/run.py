@@ -57,7 +57,10 @@ def start_run(
         raise ValueError(f"run_id must be a plain directory name other than 'latest', got {run_id!r}")
     run_dir = Path(report_dir) / run_id
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    run_dir.mkdir()
+    # xdist workers may already have drawn overlays into the folder; a results file means a clash
+    run_dir.mkdir(exist_ok=True)
+    if (run_dir / RESULTS_FILENAME).exists():
+        raise FileExistsError(f"a report run {run_id!r} already exists in {report_dir}")
     return RunWriter(run_dir, run_id=run_id, meta={**collect_meta(), **(meta or {})})
 
 
