@@ -8,21 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import harness.data
 from harness import cli
 from harness.models.testing import install_toy
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine two OpenMP threads
-    competing with other processes slow each step down by 10-100x; restored after the test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -26,21 +26,8 @@ from harness.models.recipes import get_recipe
 from harness.models.testing import toy_entry
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine two OpenMP threads
-    competing with other processes slow each step down by 10-100x; restored after the test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(autouse=True)
-def toy_data(monkeypatch):
-    """The toy dataset needs no generator; skip importing synth-cxr if it is not there yet."""
-    if importlib.util.find_spec("harness.data.synth_cxr") is None:
-        monkeypatch.setattr(harness.data, "_import_builtin", lambda: None)
 
 
 @pytest.fixture(scope="module")

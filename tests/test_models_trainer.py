@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-import harness.data
 from harness.models import trainer
 from harness.models.checkpoints import CheckpointStore
 from harness.models.recipes import Profile, ProfileUnavailableError, Recipe, get_recipe
@@ -17,20 +15,8 @@ from harness.models.testing import toy_entry, toy_imageset
 from harness.models.trainer import default_profile, evaluate, lr_factor, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine two OpenMP threads
-    competing with other processes slow each step down by 10-100x; restored after the test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(autouse=True)
-def toy_data(monkeypatch):
-    if importlib.util.find_spec("harness.data.synth_cxr") is None:
-        monkeypatch.setattr(harness.data, "_import_builtin", lambda: None)
 
 
 def weights(run) -> dict[str, torch.Tensor]:
