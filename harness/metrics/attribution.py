@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.metrics.localisation import _flatten_pair, _nan_where
+from harness.metrics.localisation import _flatten_pair, relevance_mass
 
 
 def region_share(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
@@ -24,11 +24,7 @@ def region_share(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
         float64 ``[B]`` in [0, 1]; NaN when the region is empty, the map has no positive
         attribution, or the map has a NaN.
     """
-    m, s = _flatten_pair(maps, regions)
-    positive = m.clamp_min(0)
-    total = positive.sum(1)
-    share = (positive * s).sum(1) / total
-    return _nan_where((s.sum(1) == 0) | (total == 0), share)
+    return relevance_mass(maps, regions)  # the same quantity as relevance mass accuracy, on any region
 
 
 def region_share_ratio(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:

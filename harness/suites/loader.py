@@ -18,7 +18,7 @@ A suite::
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,6 @@ class Suite:
     checks: list[SuiteCheck]
     max_images: int | None = None
     description: str = ""
-    line_of: dict[str, int] = field(default_factory=dict)
 
 
 class _LineLoader(yaml.SafeLoader):
