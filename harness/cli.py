@@ -10,25 +10,27 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-Rows = list[tuple[str, str]]
+Rows = list[tuple[str, str, str]]  # (name, category, description)
 
 
 def _architecture_rows() -> Rows:
     from harness.models.architectures import ARCHITECTURES
 
-    return [(name, ARCHITECTURES.meta(name).get("description", "")) for name in ARCHITECTURES.names()]
+    return [(name, ARCHITECTURES.meta(name).get("family", "architecture"), ARCHITECTURES.meta(name).get("description", ""))
+            for name in ARCHITECTURES.names()]
 
 
 def _dataset_rows() -> Rows:
     from harness.data import DATASETS, list_datasets
 
-    return [(name, _describe(DATASETS.get(name), DATASETS.meta(name))) for name in list_datasets()]
+    return [(name, DATASETS.meta(name).get("category", "dataset"), _describe(DATASETS.get(name), DATASETS.meta(name)))
+            for name in list_datasets()]
 
 
 def _recipe_rows() -> Rows:
     from harness.models.recipes import RECIPES
 
-    return [(name, _describe(RECIPES.get(name), RECIPES.meta(name))) for name in RECIPES.names()]
+    return [(name, "recipe", _describe(RECIPES.get(name), RECIPES.meta(name))) for name in RECIPES.names()]
 
 
 def _describe(obj: object, meta: dict) -> str:
@@ -38,30 +40,38 @@ def _describe(obj: object, meta: dict) -> str:
 
 
 def _explainer_rows() -> Rows:
-    from harness.explain import list_explainers
+    from harness.explain import EXPLAINERS
 
-    return [(name, description) for name, description, _ in list_explainers()]
+    return [(name, EXPLAINERS.meta(name).get("category") or ("control" if EXPLAINERS.meta(name)["is_control"]
+             else "explainer"), EXPLAINERS.meta(name)["description"]) for name in EXPLAINERS.names()]
+
+
+def _metric_rows() -> Rows:
+    import harness.metrics  # noqa: F401  (registers every metric)
+    from harness.metrics.registry import list_metrics
+
+    return [(spec.name, spec.category, spec.description) for spec in list_metrics()]
 
 
 def _check_rows() -> Rows:
     from harness.checks import list_checks
 
-    return [(spec.name, f"{spec.category}: {spec.description}") for spec in list_checks()]
+    return [(spec.name, spec.category, spec.description) for spec in list_checks()]
 
 
 def _perturbation_rows() -> Rows:
     from harness.data.perturbations import list_perturbations
 
-    return list_perturbations()
+    return [(name, "perturbation", description) for name, description in list_perturbations()]
 
 
-#: ``xai-harness list KIND``: each kind maps to a callable returning (name, description) rows.
-#: Later stages add their kinds here (explainers, metrics, checks, perturbations).
+#: ``xai-harness list KIND``: each kind maps to a callable returning (name, category, description) rows.
 LISTERS: dict[str, Callable[[], Rows]] = {
     "architectures": _architecture_rows,
     "datasets": _dataset_rows,
     "recipes": _recipe_rows,
     "explainers": _explainer_rows,
+    "metrics": _metric_rows,
     "checks": _check_rows,
     "perturbations": _perturbation_rows,
 }
@@ -78,9 +88,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     table = Table(title=args.kind)
     table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("category", no_wrap=True)
     table.add_column("description")
-    for name, description in LISTERS[args.kind]():
-        table.add_row(name, description)
+    for name, category, description in LISTERS[args.kind]():
+        table.add_row(name, category, description)
     _console().print(table)
     return 0
 

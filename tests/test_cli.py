@@ -49,8 +49,15 @@ def test_list_kinds(capsys):
     assert code == 0 and "toy-blobs" in out
 
 
+def test_list_every_kind_shows_categories(capsys):
+    for kind, category in [("metrics", "localisation"), ("checks", "shortcut"), ("explainers", "control"),
+                           ("perturbations", "perturbation")]:
+        code, out, _ = run(capsys, "list", kind)
+        assert code == 0 and category in out, kind
+
+
 def test_list_is_extended_by_one_dict_entry(capsys, monkeypatch):
-    monkeypatch.setitem(cli.LISTERS, "explainers", lambda: [("gradcam", "Grad-CAM (Selvaraju et al. 2017)")])
+    monkeypatch.setitem(cli.LISTERS, "explainers", lambda: [("gradcam", "cam", "Grad-CAM (Selvaraju et al. 2017)")])
     code, out, _ = run(capsys, "list", "explainers")
     assert code == 0 and "gradcam" in out and "Selvaraju" in out
 
