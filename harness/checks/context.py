@@ -58,6 +58,22 @@ class ModelContext:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @cached_property
+    def num_classes(self) -> int:
+        """Number of logits the model returns (2 for a binary softmax model)."""
+        size = int(self.manifest.get("img_size", 64))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return int(self.model(torch.zeros(1, 1, size, size, device=self.device)).shape[1])
+        finally:
+            self.model.train(was_training)
+
+    def target_tensor(self, n: int) -> torch.Tensor:
+        """The explained class (the positive class) for ``n`` images, int64 ``[n]``."""
+        return torch.full((n,), POSITIVE_CLASS, dtype=torch.long)
+
     def dataset(self, split: str, **overrides: Any) -> ImageSet:
         """The model's own dataset configuration (as trained), at the model's resolution.
 
@@ -123,14 +139,13 @@ def predict_probs(model: nn.Module, images: torch.Tensor, batch_size: int) -> to
 
 
 def explain_batched(model: nn.Module, explainer, images: torch.Tensor, batch_size: int,
-                    target: int = POSITIVE_CLASS) -> torch.Tensor:
-    """Explain ``target`` for every image (one target per sample), batched; returns CPU maps."""
+                    target: int | torch.Tensor = POSITIVE_CLASS) -> torch.Tensor:
+    """Explain ``target`` (one class for all, or one per image) for every image, batched; returns CPU maps."""
     device = next(model.parameters()).device
+    targets = torch.as_tensor(target, dtype=torch.long).expand(images.shape[0])
     out = []
-    for chunk in images.split(batch_size):
-        chunk = chunk.to(device)
-        targets = torch.full((chunk.shape[0],), target, dtype=torch.long, device=device)
-        out.append(explainer(model, chunk, targets).detach().float().cpu())
+    for chunk, chunk_targets in zip(images.split(batch_size), targets.split(batch_size)):
+        out.append(explainer(model, chunk.to(device), chunk_targets.to(device)).detach().float().cpu())
     return torch.cat(out) if out else torch.empty(0, *images.shape[1:])
 
 

@@ -13,12 +13,17 @@ Conventions shared by every function here:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+from harness.metrics.performance import auroc
+from harness.metrics.registry import register_metric
 
 NAN = float("nan")
 _UNIT_TOLERANCE = 1e-6
 _OTSU_TIE = 1e-12  # relative: between-class variances this close are ties (broken by the lowest level)
 
 
+@register_metric("diffgradcam", category="localisation", needs_mask=True)
 def diffgradcam(maps01: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Mean of the [0,1] map inside the mask minus its mean outside (DiffGradCAM).
 
@@ -44,7 +49,8 @@ def diffgradcam(maps01: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return _nan_where((n_in == 0) | (n_out == 0), value)
 
 
-def ehr_auc(maps01: torch.Tensor, masks: torch.Tensor, n_thresholds: int = 100) -> torch.Tensor:
+@register_metric("ehr_auc", category="localisation", needs_mask=True)
+def ehr_auc(maps01: torch.Tensor, masks: torch.Tensor, *, n_thresholds: int = 100) -> torch.Tensor:
     """Area under the effective-heat-ratio curve over thresholds (EHR AUC).
 
     Zhang et al. (2021), used by Sun et al. (seed 000): at threshold ``t`` the effective heat ratio is
@@ -69,13 +75,13 @@ def ehr_auc(maps01: torch.Tensor, masks: torch.Tensor, n_thresholds: int = 100) 
     """
     if n_thresholds < 1:
         raise ValueError(f"n_thresholds must be >= 1, got {n_thresholds}")
-    ehr = ehr_curve(maps01, masks, n_thresholds)
+    ehr = ehr_curve(maps01, masks, n_thresholds=n_thresholds)
     auc = (ehr[:, :-1] + ehr[:, 1:]).sum(1) / (2 * n_thresholds)
     empty = torch.as_tensor(masks).flatten(1).count_nonzero(1) == 0
     return _nan_where(empty.to(auc.device), auc)
 
 
-def ehr_curve(maps01: torch.Tensor, masks: torch.Tensor, n_thresholds: int = 100) -> torch.Tensor:
+def ehr_curve(maps01: torch.Tensor, masks: torch.Tensor, *, n_thresholds: int = 100) -> torch.Tensor:
     """``EHR(t_k)`` for ``t_k = k / n_thresholds``, ``k = 0..n_thresholds`` (see ``ehr_auc``), ``[B, T+1]``.
 
     Rows are NaN where the map has a NaN; an empty mask gives an all-zero curve.
@@ -91,6 +97,7 @@ def ehr_curve(maps01: torch.Tensor, masks: torch.Tensor, n_thresholds: int = 100
     return _nan_where(m.isnan().any(1, keepdim=True), ehr)
 
 
+@register_metric("pointing_game", category="localisation", needs_mask=True)
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Pointing game (Zhang et al., "Top-down neural attention by excitation backprop", IJCV 2018).
 
@@ -114,7 +121,7 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return _nan_where((s.sum(1) == 0) | m.isnan().any(1), hit)
 
 
-def threshold_maps(maps01: torch.Tensor, threshold: float | str = "otsu") -> torch.Tensor:
+def threshold_maps(maps01: torch.Tensor, *, threshold: float | str = "otsu") -> torch.Tensor:
     """Binary segmentations from [0,1] maps, as CheXlocalize's ``cam_to_segmentation``.
 
     ``threshold="otsu"``: the map is quantised as ``uint8(255 * map)`` and thresholded with Otsu's
@@ -166,7 +173,8 @@ def otsu_levels(levels: torch.Tensor) -> torch.Tensor:
     return near_best.to(torch.uint8).argmax(1)  # first (near-)maximum; 0 when nothing separates
 
 
-def iou(maps01: torch.Tensor, masks: torch.Tensor, threshold: float | str = "otsu") -> torch.Tensor:
+@register_metric("iou", category="localisation", needs_mask=True)
+def iou(maps01: torch.Tensor, masks: torch.Tensor, *, threshold: float | str = "otsu") -> torch.Tensor:
     """Intersection over union of the thresholded map and the mask (CheXlocalize protocol).
 
     Saporta et al., "Benchmarking saliency methods for chest X-ray interpretation", Nat. Mach.
@@ -182,13 +190,11 @@ def iou(maps01: torch.Tensor, masks: torch.Tensor, threshold: float | str = "ots
         float64 ``[B]`` in [0, 1]; NaN when either mask is empty or the map has a NaN.
     """
     m, s = _flatten_pair(maps01, masks)
-    pred = threshold_maps(maps01.detach().flatten(1), threshold).to(torch.float64)
-    inter = (pred * s).sum(1)
-    union = pred.sum(1) + s.sum(1) - inter
-    value = inter / union.clamp_min(1)
-    return _nan_where((pred.sum(1) == 0) | (s.sum(1) == 0) | m.isnan().any(1), value)
+    pred = threshold_maps(maps01.detach().flatten(1), threshold=threshold).to(torch.float64)
+    return _nan_where(m.isnan().any(1), _binary_iou(pred, s))
 
 
+@register_metric("relevance_mass", category="localisation", needs_mask=True)
 def relevance_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Relevance mass accuracy: share of the positive relevance that falls inside the mask.
 
@@ -213,6 +219,7 @@ def relevance_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return _nan_where((s.sum(1) == 0) | (total == 0), value)
 
 
+@register_metric("relevance_rank", category="localisation", needs_mask=True)
 def relevance_rank(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Relevance rank accuracy: fraction of the ``K`` most relevant pixels inside the mask (``K = |mask|``).
 
@@ -234,6 +241,165 @@ def relevance_rank(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     hits = (s.gather(1, order) * (rank < k)).sum(1)
     k = k.squeeze(1)
     return _nan_where((k == 0) | m.isnan().any(1), hits / k)
+
+
+@register_metric("energy_pointing_game", category="localisation", needs_mask=True)
+def energy_pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Energy-based pointing game: the share of the map's positive energy inside the mask or box.
+
+    Wang et al., "Score-CAM: Score-weighted visual explanations for convolutional neural networks",
+    CVPR Workshops 2020: ``sum(L in box) / (sum(L in box) + sum(L outside))`` of the (ReLU'd) map,
+    a graded version of the pointing game that rewards compact maps. The same quantity as
+    ``relevance_mass`` (positive part of the map; scale-free, not shift-free: raw maps and the
+    min-max view give different values, so compare methods under one view).
+
+    Args:
+        maps: ``[B, ...]`` maps (raw or [0, 1]).
+        masks: ``[B, ...]`` ground-truth masks or filled bounding boxes.
+
+    Returns:
+        float64 ``[B]`` in [0, 1]; NaN when the mask is empty, the map has no positive value, or
+        the map has a NaN.
+    """
+    return relevance_mass(maps, masks)
+
+
+@register_metric("localisation_auc", category="localisation", needs_mask=True)
+def localisation_auc(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """AUROC of the map's pixels as scores against the mask's pixels as labels.
+
+    Fawcett, "An introduction to ROC analysis", Pattern Recognit. Lett. 2006, as Quantus 0.6.0
+    ``AUC(abs=False, normalise=False)``: 1 when every inside pixel outranks every outside pixel,
+    0.5 for an uninformative map. Tied pixels count 1/2 (trapezoidal ROC, as scikit-learn).
+    Invariant to strictly increasing rescaling of the map; ``1 - value`` for the negated map.
+
+    Args:
+        maps: ``[B, ...]`` maps (raw or [0, 1]).
+        masks: ``[B, ...]`` ground-truth masks.
+
+    Returns:
+        float64 ``[B]`` in [0, 1]; NaN when the mask is empty or covers the whole image (one class
+        only; Quantus gives NaN there too), or the map has a NaN.
+    """
+    m, s = _flatten_pair(maps, masks)
+    return auroc(m, s)
+
+
+@register_metric("top_k_intersection", category="localisation", needs_mask=True)
+def top_k_intersection(maps: torch.Tensor, masks: torch.Tensor, *, k: int,
+                       concept_influence: bool = False) -> torch.Tensor:
+    """Fraction of the ``k`` highest-valued pixels that lie inside the mask (top-k intersection).
+
+    Theiner, Müller-Budack & Ewerth, "Interpretable semantic photo geolocation", WACV 2022 (arXiv
+    2021), as Quantus 0.6.0 ``TopKIntersection(k=k, abs=False, normalise=False)``. With
+    ``concept_influence`` the value is divided by the mask's area fraction (Quantus' option of the
+    same name), so 1 means no preference. ``k`` has no default on purpose: pin it per image size
+    (Quantus' default of 1000 exceeds a 28x28 map). Ties are broken by the lower flat index first
+    (a stable sort), where Quantus' ``np.argsort`` order is unspecified; so the value is invariant
+    to strictly increasing rescaling of the map.
+
+    Args:
+        maps: ``[B, ...]`` maps (raw or [0, 1]).
+        masks: ``[B, ...]`` ground-truth masks.
+        k: number of top pixels, ``1 <= k <= N`` (Quantus requires ``k < N``).
+        concept_influence: divide by the mask's area fraction ``|mask| / N``.
+
+    Returns:
+        float64 ``[B]`` in [0, 1] (in [0, N / |mask|] with ``concept_influence``); NaN when the mask
+        is empty or the map has a NaN.
+    """
+    m, s = _flatten_pair(maps, masks)
+    if not 1 <= k <= m.shape[1]:
+        raise ValueError(f"k must lie in [1, {m.shape[1]}] (pixels per image), got {k}")
+    top = m.argsort(dim=1, descending=True, stable=True)[:, :k]
+    value = s.gather(1, top).mean(1)
+    area = s.sum(1)
+    if concept_influence:
+        value = value * m.shape[1] / area.clamp_min(1)
+    return _nan_where((area == 0) | m.isnan().any(1), value)
+
+
+def minmax_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Per-image min-max normalisation to [0, 1] (over all elements of an image), float64.
+
+    A constant map becomes all zeros (CheXlocalize would divide by zero); a map with a NaN stays NaN.
+    """
+    m = torch.as_tensor(maps).detach().to(torch.float64)
+    flat = m.flatten(1)
+    low = flat.amin(1, keepdim=True)
+    span = flat.amax(1, keepdim=True) - low
+    unit = torch.where(span > 0, (flat - low) / span.clamp_min(torch.finfo(torch.float64).tiny), flat - low)
+    return unit.view_as(m)
+
+
+def segment_maps(maps: torch.Tensor, *, size: tuple[int, int] | None = None,
+                 threshold: float | str = "otsu") -> torch.Tensor:
+    """CheXlocalize's heat map -> segmentation: bilinear resize, min-max, threshold.
+
+    Saporta et al., "Benchmarking saliency methods for chest X-ray interpretation", Nat. Mach.
+    Intell. 2022: ``F.interpolate(map, size, mode="bilinear", align_corners=False)``, then per-image
+    min-max, then ``threshold_maps`` (Otsu on ``uint8(255 * map)`` by default, or ``map > t``).
+    Divergence: CheXlocalize's Otsu path uses ``cv2.threshold`` directly, as we do; its older
+    contour-filling variant (holes filled) is not reproduced.
+
+    Args:
+        maps: ``[B, C, h, w]`` or ``[B, h, w]`` raw maps at any resolution.
+        size: output ``(H, W)``; None keeps the maps' size.
+        threshold: ``"otsu"`` or a float in [0, 1] applied to the min-max view.
+
+    Returns:
+        bool tensor ``[B, C, H, W]`` (or ``[B, H, W]``).
+    """
+    m = torch.as_tensor(maps).detach().to(torch.float64)
+    if m.ndim not in (3, 4):
+        raise ValueError(f"segment_maps needs [B,C,h,w] or [B,h,w] maps, got shape {tuple(m.shape)}")
+    batched = m if m.ndim == 4 else m.unsqueeze(1)
+    if size is not None and tuple(batched.shape[-2:]) != tuple(size):
+        batched = F.interpolate(batched, size=tuple(size), mode="bilinear", align_corners=False)
+    unit = minmax_maps(batched)
+    return threshold_maps(unit, threshold=threshold).view(*m.shape[:-2], *unit.shape[-2:])
+
+
+@register_metric("segmentation_iou", category="localisation", needs_mask=True)
+def segmentation_iou(maps: torch.Tensor, masks: torch.Tensor, *, threshold: float | str = "otsu") -> torch.Tensor:
+    """IoU of the CheXlocalize segmentation of a raw map (any resolution) with the mask.
+
+    Saporta et al., Nat. Mach. Intell. 2022: the map is resized bilinearly to the mask's size,
+    min-max normalised and thresholded (``segment_maps``); IoU is NaN when either the segmentation
+    or the ground truth is empty. A constant map gives an empty segmentation, hence NaN.
+
+    Args:
+        maps: ``[B, C, h, w]`` or ``[B, h, w]`` raw maps.
+        masks: ``[B, C, H, W]`` or ``[B, H, W]`` ground-truth masks (their size is the target size).
+        threshold: ``"otsu"`` or a float in [0, 1] on the min-max view (a tuned per-task threshold).
+
+    Returns:
+        float64 ``[B]`` in [0, 1]; NaN when either mask is empty or the map has a NaN.
+    """
+    seg = segment_maps(maps, size=tuple(torch.as_tensor(masks).shape[-2:]), threshold=threshold)
+    pred, s = _flatten_pair(seg, masks)
+    nan_rows = torch.as_tensor(maps).detach().flatten(1).isnan().any(1).to(pred.device)
+    return _nan_where(nan_rows, _binary_iou(pred, s))
+
+
+@register_metric("miou", category="localisation", needs_mask=True)
+def miou(maps: torch.Tensor, masks: torch.Tensor, *, threshold: float | str = "otsu") -> torch.Tensor:
+    """Mean IoU over images (CheXlocalize's mIoU of one pathology): NaN-ignoring mean of ``segmentation_iou``.
+
+    Saporta et al., Nat. Mach. Intell. 2022. Images with an empty segmentation or mask are left out
+    of the mean (call ``segmentation_iou`` to count them); compute it once per pathology.
+
+    Returns:
+        float64 0-d tensor in [0, 1]; NaN when no image has a defined IoU.
+    """
+    return segmentation_iou(maps, masks, threshold=threshold).nanmean()
+
+
+def _binary_iou(pred: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """IoU of 0/1 rows ``[B, N]``; NaN where either row is empty."""
+    inter = (pred * s).sum(1)
+    union = pred.sum(1) + s.sum(1) - inter
+    return _nan_where((pred.sum(1) == 0) | (s.sum(1) == 0), inter / union.clamp_min(1))
 
 
 def _flatten_pair(maps: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

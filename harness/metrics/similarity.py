@@ -1,8 +1,15 @@
-"""Similarity of two batches of maps: rank (Spearman) and linear (Pearson) correlation per image."""
+"""Similarity of two batches of maps: rank (Spearman) and linear (Pearson) correlation per image.
+
+Registered in the metric registry (category ``similarity``, no direction: a randomisation check
+wants low similarity, a stability check high). Structural similarities (SSIM, HOG) live in
+:mod:`harness.metrics.structural`.
+"""
 
 from __future__ import annotations
 
 import torch
+
+from harness.metrics.registry import register_metric
 
 
 def tie_groups(sorted_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,6 +50,7 @@ def average_ranks(values: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(ranks_sorted).scatter_(-1, order, ranks_sorted)
 
 
+@register_metric("pearson", category="similarity", higher_is_better=None)
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pearson correlation per image over the flattened maps.
 
@@ -57,6 +65,7 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _correlation(x, y)
 
 
+@register_metric("spearman", category="similarity", higher_is_better=None)
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation per image over the flattened maps (Spearman 1904).
 
@@ -76,6 +85,25 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     nan_rows = x.isnan().any(1) | y.isnan().any(1)
     rho = _correlation(average_ranks(x), average_ranks(y))
     return torch.where(nan_rows, torch.full_like(rho, float("nan")), rho)
+
+
+@register_metric("spearman_abs", category="similarity", higher_is_better=None)
+def spearman_abs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of the absolute maps, per image.
+
+    The second rank similarity of Adebayo et al. (NeurIPS 2018), which report Spearman "with and
+    without absolute value": the sign of a gradient map flips easily under randomisation while its
+    magnitude pattern may persist, so both are worth reading. Same edge cases as :func:`spearman`
+    (a map constant in magnitude, e.g. ``+-c`` everywhere, gives NaN).
+
+    Args:
+        a: ``[B, ...]`` maps.
+        b: ``[B, ...]`` maps with as many elements per image as ``a``.
+
+    Returns:
+        float64 ``[B]`` in [-1, 1]; NaN for a row constant in magnitude or a row with NaN.
+    """
+    return spearman(a.abs(), b.abs())
 
 
 def _rows(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
