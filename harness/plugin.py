@@ -278,6 +278,61 @@ def xai_model(request: pytest.FixtureRequest):
 
 
 @pytest.fixture
+def model(xai_model):
+    """The model under test (``torch.nn.Module`` in eval mode, on the run's device)."""
+    return xai_model.model
+
+
+@pytest.fixture
+def dataset(xai_model):
+    """The model's test split as an ImageSet (images, labels, lesion/lung/artifact masks)."""
+    return xai_model.dataset("test")
+
+
+@pytest.fixture
+def explain(xai_model):
+    """``explain(explainer="gradcam", images=None, *, split="test", target=1, unit=False) -> maps [N,1,H,W]``.
+
+    Without ``images``, the cached maps of the whole split (shared with the suites); with ``images``
+    (float [N,1,H,W] in [0,1]), fresh maps of those images.
+    """
+    from harness.checks.context import explain_batched
+
+    def explain_maps(explainer: str = "gradcam", images=None, *, split: str = "test", target: int = 1,
+                     unit: bool = False):
+        method = xai_model.explainer(explainer)
+        if images is None and target == 1:
+            maps = xai_model.maps(explainer, split)
+        else:
+            images = xai_model.images(split) if images is None else images
+            maps = explain_batched(xai_model.model, method, images, xai_model.batch_size, target=target)
+        return method.unit_view(maps) if unit else maps
+
+    return explain_maps
+
+
+@pytest.fixture
+def check(request: pytest.FixtureRequest, xai_model):
+    """``check(name, explainer=None, *, require, severity="fail", **params)``: run a registered check on the
+    model under test, record it in the report and raise AssertionError on fail or error.
+
+    Example: ``check("diffgradcam", "gradcam", require="ci_low >= 0.10")``.
+    """
+    from harness.checks.api import evaluate
+    from harness.checks.result import Verdict
+
+    def run(name: str, explainer: str | None = None, *, require: str, severity: str = "fail", **params):
+        result = evaluate(name, xai_model, explainer, require=require, severity=severity,
+                          suite=request.node.path.name, **params)
+        request.node.user_properties.append((RESULT_PROPERTY, json.dumps(result.to_dict())))
+        if result.verdict in (Verdict.FAIL, Verdict.ERROR):
+            raise AssertionError(f"{name} [{xai_model.name} / {explainer or '-'}]: {result.message}")
+        return result
+
+    return run
+
+
+@pytest.fixture
 def xai_session(request: pytest.FixtureRequest):
     """The HarnessSession of this run (model contexts, run directory)."""
     return session_of(request.config)

@@ -87,6 +87,8 @@ class HarnessSession:
                                 condition=condition, error=err)
         if explainer and result.category == "localisation":
             self.draw_overlay(ctx, explainer)
+        if explainer and "clusters" in result.details:
+            self.draw_cluster_prototypes(ctx, explainer, result.details["clusters"], result.details["split"])
         return result
 
     def draw_overlay(self, ctx: ModelContext, explainer: str, split: str = "test") -> None:
@@ -95,18 +97,30 @@ class HarnessSession:
         if key in self._overlays:
             return
         self._overlays.add(key)
+        idx = torch.nonzero(ctx.dataset(split).labels == 1).flatten()[:N_OVERLAY_CASES]
+        self.new_overlays.append(self._overlay(ctx, explainer, split, idx, explainer,
+                                               f"{ctx.name} ({ctx.architecture}), {explainer}, {split} positives"))
+
+    def draw_cluster_prototypes(self, ctx: ModelContext, explainer: str, clusters: list[dict], split: str) -> None:
+        """Queue one overlay of prototype members per SpRAy cluster (flagged clusters say so in the title)."""
+        for c in clusters:
+            flag = "FLAGGED: heat outside the lungs" if c["flagged"] else "anatomy"
+            title = (f"{ctx.name}, {explainer}, SpRAy cluster {c['cluster']} ({c['size']} images; {flag}, "
+                     f"outside-lung share {c['outside_lungs_share']:.2f})")
+            self.new_overlays.append(self._overlay(ctx, explainer, split, torch.tensor(c["prototypes"]),
+                                                   f"{explainer}-spray{c['cluster']}", title))
+
+    def _overlay(self, ctx: ModelContext, explainer: str, split: str, idx: torch.Tensor, label: str, title: str):
         from harness.report import Overlay
 
         data = ctx.dataset(split)
-        idx = torch.nonzero(data.labels == 1).flatten()[:N_OVERLAY_CASES]
-        artifacts = torch.zeros_like(data.lesion_masks[idx])
+        lesions = data.lesion_masks[idx].any(1, keepdim=True)  # every finding's mask in one outline
+        artifacts = torch.zeros_like(lesions)
         for mask in data.artifact_masks.values():
             artifacts |= mask[idx]
-        self.new_overlays.append(Overlay(
-            model=ctx.name, explainer=explainer, images=data.as_float()[idx], maps01=ctx.unit_maps(explainer, split)[idx],
-            lesion_masks=data.lesion_masks[idx], artifact_masks=artifacts, labels=data.labels[idx],
-            scores=ctx.probs(split)[idx], title=f"{ctx.name} ({ctx.architecture}), {explainer}, {split} positives",
-        ))
+        return Overlay(model=ctx.name, explainer=label, images=data.as_float()[idx],
+                       maps01=ctx.unit_maps(explainer, split)[idx], lesion_masks=lesions, artifact_masks=artifacts,
+                       labels=data.labels[idx], scores=ctx.probs(split)[idx], title=title)
 
 
 def previous_checkpoint(weights: Path) -> Path | None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from harness.checks.api import evaluate, expect, measure
 from harness.checks.condition import Condition
 from harness.checks.registry import CHECKS, CheckSkipped, CheckSpec, Measurement, get_check, list_checks, register_check
 from harness.checks.result import CATEGORIES, CheckResult, Verdict
 
 __all__ = [
     "CATEGORIES", "CHECKS", "CheckResult", "CheckSkipped", "CheckSpec", "Condition", "Measurement",
-    "Verdict", "get_check", "list_checks", "register_check",
+    "Verdict", "evaluate", "expect", "get_check", "list_checks", "measure", "register_check",
 ]

@@ -14,6 +14,8 @@ CATEGORIES = (
     "stability",
     "checkpoint_consistency",
     "shortcut",
+    "faithfulness",
+    "complexity",
 )
 
 

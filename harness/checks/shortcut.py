@@ -14,6 +14,7 @@ from harness.checks.context import ModelContext, predict_probs
 from harness.checks.localisation import dilate_mask
 from harness.checks.registry import CheckSkipped, Measurement, register_check
 from harness.metrics import auroc, bootstrap_ci, region_share
+from harness.metrics.clustering import spectral_relevance_clusters
 
 
 @register_check("artifact_attribution", category="shortcut")
@@ -94,3 +95,97 @@ def check_artifact_removal(ctx: ModelContext, explainer: str | None = None, *, a
                "mean_abs_change": float(drops.abs().mean()),
                "n_predictions_flipped": int(((p_with >= 0.5) != (p_without >= 0.5)).sum())}
     return Measurement(f"probability_drop_without[{artifact}]", boot.estimate, boot.low, boot.high, boot.n, details)
+
+
+@register_check("artifact_addition", category="shortcut", needs_explainer=False)
+def check_artifact_addition(ctx: ModelContext, explainer: str | None = None, *, artifact: str = "chest_drain",
+                            split: str = "test", n_boot: int = 1000, seed: int = 0) -> Measurement:
+    """Counterfactual: rise in P(positive) of negatives when the artifact is added to them.
+
+    The negatives that did not carry the artifact are rendered again with it (same patients and
+    exposures); a model that reads the lesion does not care.
+    """
+    data = ctx.dataset(split)
+    shortcuts = data.config.get("shortcuts")
+    if shortcuts is None:
+        raise CheckSkipped(f"dataset {data.name} cannot render counterfactuals with {artifact!r}")
+    carries = data.has_artifact(artifact) if artifact in data.artifact_masks else torch.zeros(len(data), dtype=torch.bool)
+    targets = torch.nonzero((data.labels == 0) & ~carries).flatten()
+    if targets.numel() == 0:
+        raise CheckSkipped(f"every negative of {data.name} already carries {artifact!r}")
+    added = ctx.dataset(split, shortcuts={**shortcuts, artifact: {"p_pos": 1.0, "p_neg": 1.0}})
+    p_before = ctx.probs(split)[targets]
+    p_after = predict_probs(ctx.model, added.as_float()[targets], ctx.batch_size)
+    rises = p_after - p_before
+    boot = bootstrap_ci(rises, n_boot=n_boot, seed=seed)
+    details = {"artifact": artifact, "split": split, "n_negatives": int(targets.numel()),
+               "n_predictions_flipped": int(((p_before >= 0.5) != (p_after >= 0.5)).sum())}
+    return Measurement(f"probability_rise_with[{artifact}]", boot.estimate, boot.low, boot.high, boot.n, details)
+
+
+@register_check("outside_anatomy_attribution", category="shortcut")
+def check_outside_anatomy_attribution(ctx: ModelContext, explainer: str, *, region: str = "outside_lungs",
+                                      border: float = 0.08, split: str = "test", n_boot: int = 1000,
+                                      seed: int = 0) -> Measurement:
+    """Share of positive attribution outside the lungs or in the image border (seed 001's extrathoracic bias).
+
+    ``region``: ``outside_lungs`` (everything but the lung fields) or ``border`` (a frame of
+    ``border`` x the image side). Measured on the positive predictions; ``share_over_area`` > 1
+    means the heat is denser there than a uniform map's.
+    """
+    data = ctx.dataset(split)
+    idx = torch.nonzero(ctx.probs(split) >= 0.5).flatten()
+    if idx.numel() == 0:
+        raise CheckSkipped(f"the model predicts no positive in split {split!r}")
+    mask = _attention_region(data, region, border)[idx]
+    shares = region_share(ctx.unit_maps(explainer, split)[idx], mask)
+    area = mask.float().mean(dim=(1, 2, 3))
+    boot = bootstrap_ci(shares, n_boot=n_boot, seed=seed)
+    details = {"region": region, "split": split, "mean_area_fraction": float(area.mean()),
+               "share_over_area": float((shares / area).nanmean())}
+    return Measurement(f"attribution_share[{region}]", boot.estimate, boot.low, boot.high, boot.n, details)
+
+
+def _attention_region(data, region: str, border: float) -> torch.Tensor:
+    if region == "outside_lungs":
+        return ~data.lung_masks
+    if region == "border":
+        frame = torch.ones_like(data.lung_masks)
+        h, w = frame.shape[-2:]
+        bh, bw = max(1, round(border * h)), max(1, round(border * w))
+        frame[..., bh:h - bh, bw:w - bw] = False
+        return frame
+    raise ValueError(f"region must be 'outside_lungs' or 'border', got {region!r}")
+
+
+@register_check("spray_clusters", category="shortcut")
+def check_spray_clusters(ctx: ModelContext, explainer: str, *, split: str = "test", n_images: int = 256,
+                         max_clusters: int = 6, outside_share: float = 0.5, n_boot: int = 1000,
+                         seed: int = 0) -> Measurement:
+    """SpRAy (Lapuschkin et al. 2019): share of positive predictions in clusters whose heat sits outside the lungs.
+
+    The maps of positive predictions are clustered spectrally; a cluster is flagged when its mean
+    attribution share outside the lungs exceeds ``outside_share``. Prototype members of every cluster
+    are drawn in the report for a human to inspect.
+    """
+    data = ctx.dataset(split)
+    idx = torch.nonzero(ctx.probs(split) >= 0.5).flatten()[:n_images]
+    if idx.numel() < 3:
+        raise CheckSkipped(f"SpRAy needs at least 3 positive predictions in split {split!r}, got {idx.numel()}")
+    maps = ctx.unit_maps(explainer, split)[idx]
+    clusters = spectral_relevance_clusters(maps, max_clusters=max_clusters, seed=seed)
+    outside = region_share(maps, ~data.lung_masks[idx])
+    summary, flagged = [], torch.zeros(idx.numel(), dtype=torch.bool)
+    for c, protos in enumerate(clusters.prototypes):
+        members = clusters.labels == c
+        share = float(outside[members].nanmean())
+        artifacts = {name: float(region_share(maps[members], m[idx][members]).nanmean())
+                     for name, m in data.artifact_masks.items() if bool(m[idx][members].any())}
+        summary.append({"cluster": c, "size": int(members.sum()), "outside_lungs_share": share,
+                        "artifact_shares": artifacts, "flagged": share > outside_share,
+                        "prototypes": idx[protos].tolist()})
+        flagged |= members & (share > outside_share)
+    boot = bootstrap_ci(flagged.double(), n_boot=n_boot, seed=seed)
+    details = {"split": split, "n_clusters": clusters.n_clusters, "eigenvalues": clusters.eigenvalues,
+               "clusters": summary, "outside_share": outside_share}
+    return Measurement("share_in_offanatomy_clusters", boot.estimate, boot.low, boot.high, boot.n, details)

@@ -1,8 +1,11 @@
-"""Explanation stability under small input perturbations that keep the prediction.
+"""Explanation stability: similar maps under small perturbations that keep the prediction.
 
 After Alvarez-Melis & Jaakkola 2018 ("On the robustness of interpretability methods") and seed 001's
-confessed gap: a map that changes a lot under imperceptible noise cannot be trusted. Only
-perturbations that keep the predicted class count; how many changed it is reported.
+confessed gap: a map that changes a lot under imperceptible noise cannot be trusted. Intensity
+perturbations (noise, blur, brightness/contrast, JPEG) should leave the map unchanged; geometric ones
+(flips, rotations, shifts) should move it with the image (equivariance: the map of the transformed
+image vs the transformed map). Only perturbations that keep the predicted class count; how many
+changed it is reported.
 """
 
 from __future__ import annotations
@@ -11,26 +14,45 @@ import torch
 
 from harness.checks.context import ModelContext, explain_batched, predict_probs
 from harness.checks.localisation import positives
-from harness.checks.registry import Measurement, register_check
-from harness.data.perturbations import parse_perturbation
-from harness.metrics import bootstrap_ci, spearman
+from harness.checks.randomisation import similarity_fn
+from harness.checks.registry import CheckSkipped, Measurement, register_check
+from harness.data.perturbations import Perturbation, parse_perturbation
+from harness.metrics import bootstrap_ci
 
 
 @register_check("perturbation_stability", category="stability")
 def check_perturbation_stability(ctx: ModelContext, explainer: str, *, perturbation: str = "gaussian_noise(sigma=0.02)",
-                                 split: str = "test", n_images: int = 128, n_boot: int = 1000,
-                                 seed: int = 0) -> Measurement:
-    """Spearman similarity of maps before vs after a small perturbation (prediction kept)."""
-    change = parse_perturbation(perturbation)
+                                 similarity: str = "spearman", split: str = "test", n_images: int = 128,
+                                 n_boot: int = 1000, seed: int = 0) -> Measurement:
+    """Similarity of maps before vs after a small perturbation (prediction kept; geometric ones warp the map)."""
+    return _stability(ctx, explainer, parse_perturbation(perturbation), similarity, split, n_images, n_boot, seed)
+
+
+@register_check("equivariance", category="stability")
+def check_equivariance(ctx: ModelContext, explainer: str, *, transform: str = "hflip()",
+                       similarity: str = "spearman", split: str = "test", n_images: int = 128,
+                       n_boot: int = 1000, seed: int = 0) -> Measurement:
+    """Equivariance: map of the flipped/rotated/shifted image vs the same transform of the map."""
+    change = parse_perturbation(transform)
+    if not change.geometric:
+        raise ValueError(f"equivariance needs a geometric transform (hflip, vflip, rotate, shift), got {transform!r}")
+    return _stability(ctx, explainer, change, similarity, split, n_images, n_boot, seed)
+
+
+def _stability(ctx: ModelContext, explainer: str, change: Perturbation, similarity: str, split: str,
+               n_images: int, n_boot: int, seed: int) -> Measurement:
     idx = positives(ctx, split)[:n_images]
+    if idx.numel() == 0:
+        raise CheckSkipped(f"no image with a lesion in split {split!r}")
     images = ctx.images(split)[idx]
-    generator = torch.Generator().manual_seed(seed)
-    perturbed = change.apply(images, generator)
-    before = ctx.maps(explainer, split)[idx]
+    perturbed = change.apply(images, torch.Generator().manual_seed(seed))
+    before = change.warp(ctx.maps(explainer, split)[idx])
     after = explain_batched(ctx.model, ctx.explainer(explainer), perturbed, ctx.batch_size)
     kept = (ctx.probs(split)[idx] >= 0.5) == (predict_probs(ctx.model, perturbed, ctx.batch_size) >= 0.5)
-    sims = spearman(before, after)[kept]
+    if not bool(kept.any()):
+        raise CheckSkipped(f"{change!r} changed the prediction of every one of {idx.numel()} images")
+    sims = similarity_fn(similarity)(before, after)[kept]
     boot = bootstrap_ci(sims, n_boot=n_boot, seed=seed)
-    details = {"perturbation": repr(change), "split": split, "n_prediction_changed": int((~kept).sum()),
-               "n_images": int(idx.numel())}
-    return Measurement("spearman_under_perturbation", boot.estimate, boot.low, boot.high, boot.n, details)
+    details = {"perturbation": repr(change), "geometric": change.geometric, "similarity": similarity,
+               "split": split, "n_prediction_changed": int((~kept).sum()), "n_images": int(idx.numel())}
+    return Measurement(f"{similarity}_under_perturbation", boot.estimate, boot.low, boot.high, boot.n, details)

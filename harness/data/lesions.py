@@ -34,6 +34,7 @@ BANK_VERSION = 1
 # torchxrayvision's ``semantic_masks_v7labs_lungs.zip`` (measured once; the SIIM csv has no lungs).
 CANONICAL_LUNG_BOX = (0.074, 0.924, 0.098, 0.848)
 FLOOD_RESOLUTION = 112  # extend_to_pleura works on a grid of at most about this many pixels
+MIN_LESION_PIXELS_64 = 4  # a placed lesion smaller than this (at 64x64, scaled with area) is redrawn
 
 
 @dataclass(frozen=True)
@@ -272,3 +273,73 @@ def pneumothorax_appearance(
     rim = (F.max_pool2d(soft, 2 * rim_radius + 1, 1, rim_radius) - soft).clamp(min=0) * lung_soft - edge
     delta = -lucency * soft + line * edge + 0.25 * line * rim.clamp(min=0)
     return 1 - soft, delta
+
+
+def render_pneumothorax(
+    bank: LesionBank,
+    choice: np.ndarray,
+    lung_mask: torch.Tensor,
+    lung_soft: torch.Tensor,
+    wall_depth: torch.Tensor,
+    lucency: torch.Tensor,
+    line: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Place, grow and render one real pneumothorax shape in each of ``P`` phantom chests.
+
+    Args:
+        bank: the lesion bank.
+        choice: float ``[P, C]`` uniforms choosing bank candidates, tried in order (see :func:`fit_lesions`).
+        lung_mask: bool ``[P,1,H,W]``; lung_soft: float ``[P,1,H,W]``; wall_depth: float ``[P,1,H,W]``
+            (see :class:`harness.data.phantom.Anatomy`).
+        lucency: float ``[P,1,1,1]`` darkening inside the lesion.
+        line: float ``[P,1,1,1]`` brightness of the visceral pleural line.
+
+    Returns:
+        ``(mask, keep, delta)``: bool ``[P,1,H,W]`` lesion mask inside the lungs, the factor that
+        multiplies the parenchyma and the intensity change (see :func:`pneumothorax_appearance`).
+    """
+    size = lung_mask.shape[-1]
+    soft = fit_lesions(bank, choice, lung_mask)
+    grown = extend_to_pleura(soft > 0.5, lung_mask, wall_depth, steps=int(0.16 * size) + 1)
+    soft = torch.maximum(soft, grown.float()) * lung_soft
+    keep, delta = pneumothorax_appearance(soft, lung_soft, lucency, line)
+    return (soft > 0.5) & lung_mask, keep, delta
+
+
+def fit_lesions(bank: LesionBank, choice: np.ndarray, lung_mask: torch.Tensor) -> torch.Tensor:
+    """Place bank lesions into the lungs, trying the next candidate while one lands too small.
+
+    Args:
+        bank: the lesion bank.
+        choice: float ``[P, K]`` uniforms choosing candidates in order.
+        lung_mask: bool ``[P,1,H,W]``.
+
+    Returns:
+        float ``[P,1,H,W]`` lesion coverage; its ``> 0.5`` part is non-empty for every row (the
+        largest candidate is kept if none reaches the minimum size).
+    """
+    size = lung_mask.shape[-1]
+    min_pixels = max(1, round(MIN_LESION_PIXELS_64 * (size / 64) ** 2))
+    best = torch.zeros(lung_mask.shape, dtype=torch.float32)
+    best_area = torch.full((lung_mask.shape[0],), -1)
+    todo = torch.ones(lung_mask.shape[0], dtype=torch.bool)
+    for k in range(choice.shape[1]):
+        rows = torch.nonzero(todo).flatten()
+        if rows.numel() == 0:
+            break
+        index = np.minimum((choice[rows.numpy(), k] * len(bank)).astype(np.int64), len(bank) - 1)
+        mask, soft = place_lesions(bank_coverage(bank, index, size), lung_mask[rows])
+        area = mask.flatten(1).sum(1)
+        better = area > best_area[rows]
+        best[rows[better]], best_area[rows[better]] = soft[better], area[better]
+        todo[rows[area >= min_pixels]] = False
+    return best
+
+
+def bank_coverage(bank: LesionBank, index: np.ndarray, size: int) -> torch.Tensor:
+    """Coverage maps ``[P,1,R',R']`` in [0,1], area-pooled when much finer than the output."""
+    coverage = torch.from_numpy(bank.coverage[index]).float().div_(255.0)[:, None]
+    factor = 1
+    while coverage.shape[-1] // (2 * factor) >= size:
+        factor *= 2
+    return F.avg_pool2d(coverage, factor) if factor > 1 else coverage

@@ -4,7 +4,9 @@ Each image is a procedural frontal chest radiograph (:mod:`harness.data.phantom`
 pneumothorax whose shape and position come from a real SIIM-ACR annotation
 (:mod:`harness.data.lesions`): a lucent region without lung markings, bounded by a thin bright
 pleural line. Optional artifacts (:mod:`harness.data.shortcuts`) can be correlated with the label.
-Patients have 1-4 images each and splits are patient-wise (:mod:`harness.data.splits`).
+Patients have 1-4 images each and splits are patient-wise (:mod:`harness.data.splits`). The one
+finding is ``"pneumothorax"``; ``metadata`` holds each patient's ``age`` and ``sex``, drawn from a
+separate stream (:mod:`harness.data.demographics`) so they change no pixel and no cache file.
 
 Calibration: the difficulty knobs are ``LUCENCY_RANGE`` and ``PLEURAL_LINE_RANGE`` in
 :mod:`harness.data.world` and the ``noise`` range in :mod:`harness.data.phantom`. Measured with the
@@ -28,18 +30,12 @@ import torch
 
 from harness.data import register_dataset
 from harness.data.cache import config_hash, data_cache_dir, file_sha256, load_arrays, save_arrays
+from harness.data.demographics import demographics_rng, per_image, sample_demographics
 from harness.data.imageset import ImageSet
-from harness.data.lesions import (
-    LesionBank,
-    extend_to_pleura,
-    load_lesion_bank,
-    place_lesions,
-    pneumothorax_appearance,
-    siim_csv_path,
-)
+from harness.data.lesions import LesionBank, load_lesion_bank, render_pneumothorax, siim_csv_path
 from harness.data.phantom import Anatomy, batch_factors, expose, render_anatomy
 from harness.data.shortcuts import apply_artifacts, normalise_shortcuts
-from harness.data.splits import SPLITS
+from harness.data.splits import SPLITS, n_decorrelated_patients
 from harness.data.texture import gaussian_blur, smooth_noise
 from harness.data.world import World, build_world
 
@@ -48,8 +44,8 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = "synth-cxr/2"
 RENDER_CHUNK = 128  # images rendered together (bounds memory at 224x224); part of the version
 _RENDER_STREAM = 101  # seeds the pixel noise of each chunk (metadata streams live in world.py)
-MIN_LESION_PIXELS_64 = 4  # a placed lesion smaller than this (at 64x64, scaled with area) is redrawn
 CALIBRATION_AUROC = {"resnet18 cpu recipe, seed 0": 0.941}  # see the module docstring
+FINDING_NAMES = ("pneumothorax",)
 
 
 def make_config(
@@ -160,6 +156,8 @@ def generate(config: dict, cache_dir: str | Path | None = None) -> ImageSet:
         patient_ids=torch.from_numpy(world.image_patient[rows].copy()),
         name=f"synth-cxr/{config['split']}",
         config=config,
+        finding_names=FINDING_NAMES,
+        metadata=patient_metadata(config, torch.from_numpy(world.image_patient[rows].copy())),
     )
 
 
@@ -172,7 +170,7 @@ def _render_chunk(world: World, rows: np.ndarray, config: dict, bank: LesionBank
     img = batch_factors(world.image, rows, "cpu")
     texture = torch.cat([smooth_noise(batch, size, 6, gen), smooth_noise(batch, size, max(8, size // 3), gen)], 1)
     anatomy = render_anatomy(pat, img, size, texture)
-    lesion_masks, keep, delta = _lesions(world, rows, anatomy, bank, size)
+    lesion_masks, keep, delta = _lesions(world, rows, anatomy, bank)
     x = anatomy.base + anatomy.parenchyma * keep + delta
     x = expose(gaussian_blur(x, img["blur"].flatten() * (size / 64.0) ** 0.5), img)
     present = {k: torch.from_numpy(v) for k, v in world.presence(config["split"], rows, config["shortcuts"]).items()}
@@ -182,60 +180,20 @@ def _render_chunk(world: World, rows: np.ndarray, config: dict, bank: LesionBank
     return {"images": images, "lesion_masks": lesion_masks, "lung_masks": anatomy.lung_mask, "artifacts": artifacts}
 
 
-def _lesions(world: World, rows: np.ndarray, anatomy: Anatomy, bank: LesionBank | None, size: int) -> tuple:
+def _lesions(world: World, rows: np.ndarray, anatomy: Anatomy, bank: LesionBank | None) -> tuple:
     """Lesion masks and their effect on the image: ``(masks, parenchyma keep factor, intensity delta)``."""
     masks = torch.zeros_like(anatomy.lung_mask)
     keep, delta = torch.ones_like(anatomy.lung_soft), torch.zeros_like(anatomy.lung_soft)
     pos = torch.from_numpy(np.flatnonzero(world.labels[rows] == 1))
     if pos.numel() == 0:
         return masks, keep, delta
-    lung_mask, lung_soft = anatomy.lung_mask[pos], anatomy.lung_soft[pos]
-    soft = _fit_lesions(bank, world.lesion_choice[rows[pos.numpy()]], lung_mask)
-    grown = extend_to_pleura(soft > 0.5, lung_mask, anatomy.wall_depth[pos], steps=int(0.16 * size) + 1)
-    soft = torch.maximum(soft, grown.float()) * lung_soft
-    to4 = lambda a: torch.from_numpy(a[rows[pos.numpy()]]).float()[:, None, None, None]  # noqa: E731
-    keep[pos], delta[pos] = pneumothorax_appearance(soft, lung_soft, to4(world.lucency), to4(world.pleural_line))
-    masks[pos] = (soft > 0.5) & lung_mask
+    picked = rows[pos.numpy()]
+    to4 = lambda a: torch.from_numpy(a[picked]).float()[:, None, None, None]  # noqa: E731
+    masks[pos], keep[pos], delta[pos] = render_pneumothorax(
+        bank, world.lesion_choice[picked], anatomy.lung_mask[pos], anatomy.lung_soft[pos],
+        anatomy.wall_depth[pos], to4(world.lucency), to4(world.pleural_line),
+    )
     return masks, keep, delta
-
-
-def _fit_lesions(bank: LesionBank, choice: np.ndarray, lung_mask: torch.Tensor) -> torch.Tensor:
-    """Place bank lesions into the lungs, trying the next candidate while one lands too small.
-
-    Args:
-        bank: the lesion bank.
-        choice: float ``[P, K]`` uniforms choosing candidates in order.
-        lung_mask: bool ``[P,1,H,W]``.
-
-    Returns:
-        float ``[P,1,H,W]`` lesion coverage; its ``> 0.5`` part is non-empty for every row (the
-        largest candidate is kept if none reaches the minimum size).
-    """
-    size = lung_mask.shape[-1]
-    min_pixels = max(1, round(MIN_LESION_PIXELS_64 * (size / 64) ** 2))
-    best = torch.zeros(lung_mask.shape, dtype=torch.float32)
-    best_area = torch.full((lung_mask.shape[0],), -1)
-    todo = torch.ones(lung_mask.shape[0], dtype=torch.bool)
-    for k in range(choice.shape[1]):
-        rows = torch.nonzero(todo).flatten()
-        if rows.numel() == 0:
-            break
-        index = np.minimum((choice[rows.numpy(), k] * len(bank)).astype(np.int64), len(bank) - 1)
-        mask, soft = place_lesions(_bank_coverage(bank, index, size), lung_mask[rows])
-        area = mask.flatten(1).sum(1)
-        better = area > best_area[rows]
-        best[rows[better]], best_area[rows[better]] = soft[better], area[better]
-        todo[rows[area >= min_pixels]] = False
-    return best
-
-
-def _bank_coverage(bank: LesionBank, index: np.ndarray, size: int) -> torch.Tensor:
-    """Coverage maps ``[P,1,R',R']`` in [0,1], area-pooled when much finer than the output."""
-    coverage = torch.from_numpy(bank.coverage[index]).float().div_(255.0)[:, None]
-    factor = 1
-    while coverage.shape[-1] // (2 * factor) >= size:
-        factor *= 2
-    return torch.nn.functional.avg_pool2d(coverage, factor) if factor > 1 else coverage
 
 
 def to_arrays(images: ImageSet) -> dict[str, np.ndarray]:
@@ -274,13 +232,26 @@ def from_arrays(arrays: dict[str, np.ndarray], config: dict) -> ImageSet:
     labels, patients = arrays["labels"], arrays["patient_ids"]
     if labels.shape != (n,) or patients.shape != (n,):
         raise ValueError("labels or patient ids do not match the images")
+    patient_ids = torch.from_numpy(patients.astype(np.int64))
     return ImageSet(
         images=torch.from_numpy(images),
         labels=torch.from_numpy(labels.astype(np.int64)),
         lesion_masks=unpack("lesion_masks"),
         lung_masks=unpack("lung_masks"),
         artifact_masks={name: unpack(f"artifact__{name}") for name in config["shortcuts"]},
-        patient_ids=torch.from_numpy(patients.astype(np.int64)),
+        patient_ids=patient_ids,
         name=f"synth-cxr/{config['split']}",
         config=config,
+        finding_names=FINDING_NAMES,
+        metadata=patient_metadata(config, patient_ids),
     )
+
+
+def patient_metadata(config: dict, patient_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``age`` and ``sex`` of each image's patient, from the demographics stream of the seed.
+
+    Drawn apart from every pixel stream (and recomputed rather than cached), so the images,
+    labels, masks and cache files are the same as before metadata existed.
+    """
+    n_total = config["n_patients"] + n_decorrelated_patients(config["n_patients"])
+    return per_image(sample_demographics(n_total, demographics_rng(config["seed"])), patient_ids)

@@ -10,8 +10,21 @@ from torch import nn
 from harness.registry import Registry
 
 View = Literal["relu", "abs", "minmax"]
+Category = Literal["cam", "gradient", "lrp", "control"]
+
+#: Explainer families, as ``xai-harness list explainers`` shows them.
+CATEGORIES: tuple[str, ...] = ("cam", "gradient", "lrp", "control")
 
 EXPLAINERS: Registry[type["Explainer"]] = Registry("explainer")
+
+
+class ExplainerUnsupported(Exception):
+    """This explainer cannot explain this model faithfully; the message states why.
+
+    Raised instead of returning a map that would silently be wrong (LRP on a timm ResNet, guided
+    backprop on a network without ReLUs). The checks stage turns it into verdict ``skip`` with the
+    message as the reason.
+    """
 
 
 class Explainer:
@@ -21,7 +34,9 @@ class Explainer:
     device and int64 ``targets`` ``[B]`` (exactly one class index per sample; raise otherwise), and
     returns a raw, signed ``Tensor[B,1,H,W]`` at the input resolution on the model's device.
     The model is put in eval mode; hooks are removed on exit, even on error.
-    Subclasses set ``name``, ``description`` and ``is_control`` (model-independent baselines).
+    Subclasses set ``name``, ``description``, ``category`` (one of :data:`CATEGORIES`) and
+    ``is_control`` (model-independent baselines; exactly the ``"control"`` category). An explainer
+    that cannot explain a given model faithfully raises :class:`ExplainerUnsupported` with the reason.
 
     ``unit_view(maps)`` turns raw maps into the [0,1] per-image view that display and the
     [0,1]-based metrics (DiffGradCAM, EHR AUC, IoU) read. The policy is the class attribute ``view``:
@@ -35,6 +50,7 @@ class Explainer:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    category: ClassVar[Category | str] = ""
     is_control: ClassVar[bool] = False
     view: ClassVar[View] = "relu"
 
@@ -92,10 +108,19 @@ def normalise_maps(maps: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
 
 
 def register_explainer(cls: type[Explainer]) -> type[Explainer]:
-    """Class decorator registering an explainer under its ``name`` (a duplicate name raises)."""
+    """Class decorator registering an explainer under its ``name`` (a duplicate name raises).
+
+    The registry metadata holds ``description``, ``category`` and ``is_control``.
+    """
     if not cls.name or not cls.description:
         raise ValueError(f"{cls.__name__} must set a non-empty `name` and `description`")
-    return EXPLAINERS.register(cls.name, description=cls.description, is_control=cls.is_control)(cls)
+    if cls.category not in CATEGORIES:
+        raise ValueError(f"{cls.__name__}.category must be one of {CATEGORIES}, got {cls.category!r}")
+    if cls.is_control != (cls.category == "control"):
+        raise ValueError(f"{cls.__name__}: is_control={cls.is_control} contradicts category {cls.category!r}")
+    return EXPLAINERS.register(
+        cls.name, description=cls.description, category=cls.category, is_control=cls.is_control
+    )(cls)
 
 
 def target_scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

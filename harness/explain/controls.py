@@ -33,6 +33,7 @@ class RandomMap(Explainer):
 
     name = "random"
     description = "control: smooth random map seeded by the image content (model-independent)"
+    category = "control"
     is_control = True
     view = "minmax"
 
@@ -62,6 +63,7 @@ class EdgeMap(Explainer):
 
     name = "edge"
     description = "control: Sobel edge magnitude of the input (model-independent)"
+    category = "control"
     is_control = True
     view = "minmax"
 
@@ -71,3 +73,26 @@ class EdgeMap(Explainer):
         kernels = torch.stack([kx, kx.T])[:, None]
         g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernels)
         return g.pow(2).sum(1, keepdim=True).sqrt()
+
+
+@register_explainer
+class ConstantMap(Explainer):
+    """A constant map (``value`` everywhere): no preferred location at all.
+
+    Its [0,1] view is all zeros (a constant map has no maximum to point at), so every localisation
+    metric scores it as "nothing found"; for ties (e.g. the first argmax of a pointing game) it
+    shows what a metric does with a map that says nothing. Ignores the model and the targets.
+    """
+
+    name = "constant"
+    description = "control: a constant map (model- and image-independent)"
+    category = "control"
+    is_control = True
+    view = "minmax"
+
+    def __init__(self, *, value: float = 1.0) -> None:
+        self.value = float(value)
+
+    def explain(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = images.shape
+        return torch.full((b, 1, h, w), self.value, dtype=torch.float32, device=images.device)

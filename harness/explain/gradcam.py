@@ -28,6 +28,7 @@ class CAMExplainer(Explainer):
     ``up(c)`` at that border; use ``layer_maps`` for the purely linear signed CAM.
     """
 
+    category = "cam"
     view = "relu"
 
     def channel_weights(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:

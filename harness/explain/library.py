@@ -1,49 +1,86 @@
-"""pytorch-grad-cam (grad-cam 1.5.7) behind our contract: the reference our batched CAMs must match."""
+"""pytorch-grad-cam (grad-cam 1.5.7) behind our contract: its CAM family, and the references for ours."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
-from harness.explain.base import Explainer, model_attr, register_explainer
+from harness.explain.base import Explainer, check_targets, model_attr, register_explainer
+from harness.explain.gradcam import paper_upsample
 from harness.explain.hooks import eval_mode, gradients_enabled, preserved_grads, usable_images
 
 
 class LibraryCAM(Explainer):
-    """A pytorch-grad-cam method with exactly one ``ClassifierOutputTarget`` per sample.
+    """A pytorch-grad-cam method run with exactly one ``ClassifierOutputTarget`` per sample.
+
+    ``explain`` returns a raw, signed map: the library's own layer-resolution CAM (its
+    ``get_cam_image``, recorded during the library's forward, before its ReLU and min-max), upsampled
+    as our batched CAMs are (:func:`~harness.explain.gradcam.paper_upsample`). So the scale is kept,
+    and ``unit_view(raw)`` equals the library's [0,1] map, which ``library_maps`` returns itself.
 
     The library's pitfalls are contained here: one target for a batch silently explains image 0
     (``__call__`` raises on a count mismatch first); its ``__exit__`` swallows ``IndexError`` (we
     release the hooks in ``finally`` instead of using its ``with``); it leaves the model in eval mode
-    and overwrites parameter ``.grad`` (both restored). The returned map is the library's own
-    [0,1] map (ReLU and min-max already applied), on the model's device.
+    and overwrites parameter ``.grad`` (both restored). The target's score is its logit
+    (``ClassifierOutputTarget``), so binary (2 logits) and multi-label (K logits) models both work.
     """
 
+    category = "cam"
     view = "relu"
     library_class: ClassVar[str] = ""
 
     def explain(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        signed, _ = self.run_library(model, images, targets)
+        return paper_upsample(signed, tuple(images.shape[-2:]))
+
+    def library_maps(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The library's own [0,1] maps ``[B,1,H,W]`` (ReLU, min-max, cv2 resize, min-max)."""
+        check_targets(images, targets)
+        return self.run_library(model, images, targets)[1]
+
+    def run_library(
+        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(signed layer CAM [B,1,h,w], library map [B,1,H,W])``, both on the images' device."""
         import pytorch_grad_cam
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        cam_class = getattr(pytorch_grad_cam, self.library_class)
         layer = model_attr(model, "target_layer")
         reshape = model_attr(model, "reshape_transform")
         per_sample = [ClassifierOutputTarget(int(t)) for t in targets.tolist()]
         with eval_mode(model), preserved_grads(model), gradients_enabled():
-            cam = cam_class(model=model, target_layers=[layer], reshape_transform=reshape)
+            cam = getattr(pytorch_grad_cam, self.library_class)(
+                model=model, target_layers=[layer], reshape_transform=reshape
+            )
             try:
+                recorded = record_cam_images(cam)
                 maps = cam(input_tensor=usable_images(images), targets=per_sample)
             finally:
                 cam.activations_and_grads.release()
-        return torch.from_numpy(maps).to(images.device)[:, None]
+        signed = torch.from_numpy(np.ascontiguousarray(recorded[0], dtype=np.float32))
+        return signed[:, None].to(images.device), torch.from_numpy(maps)[:, None].to(images.device)
+
+
+def record_cam_images(cam: Any) -> list[np.ndarray]:
+    """Record every signed CAM ``cam.get_cam_image`` returns (patched on this instance only)."""
+    recorded: list[np.ndarray] = []
+    original = cam.get_cam_image
+
+    def recording(*args: Any, **kwargs: Any) -> np.ndarray:
+        image = original(*args, **kwargs)
+        recorded.append(image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image)
+        return image
+
+    cam.get_cam_image = recording
+    return recorded
 
 
 @register_explainer
 class LibraryGradCAM(LibraryCAM):
-    """pytorch-grad-cam's ``GradCAM``: the reference implementation for ``gradcam``."""
+    """pytorch-grad-cam's ``GradCAM`` (Selvaraju et al., ICCV 2017): the reference for ``gradcam``."""
 
     name = "gradcam-lib"
     description = "Grad-CAM via pytorch-grad-cam 1.5.7 (reference; slower)"
@@ -52,8 +89,54 @@ class LibraryGradCAM(LibraryCAM):
 
 @register_explainer
 class LibraryGradCAMPlusPlus(LibraryCAM):
-    """pytorch-grad-cam's ``GradCAMPlusPlus``: the reference implementation for ``gradcam++``."""
+    """pytorch-grad-cam's ``GradCAMPlusPlus`` (Chattopadhay et al., WACV 2018): the reference for ``gradcam++``."""
 
     name = "gradcam++-lib"
     description = "Grad-CAM++ via pytorch-grad-cam 1.5.7 (reference; slower)"
     library_class = "GradCAMPlusPlus"
+
+
+@register_explainer
+class HiResCAM(LibraryCAM):
+    """HiResCAM (Draelos & Carin, 2020): ``sum_k g_k * A_k`` elementwise, no spatial averaging.
+
+    For a network whose head is global average pooling + linear, it equals Grad-CAM up to a
+    constant; elsewhere it is provably faithful to the locations the score reads.
+    """
+
+    name = "hirescam"
+    description = "HiResCAM via pytorch-grad-cam 1.5.7 (elementwise gradient x activation)"
+    library_class = "HiResCAM"
+
+
+@register_explainer
+class XGradCAM(LibraryCAM):
+    """XGrad-CAM (Fu et al., BMVC 2020): weights ``sum_ij g * A / sum_ij A`` (axiom-derived)."""
+
+    name = "xgradcam"
+    description = "XGrad-CAM via pytorch-grad-cam 1.5.7 (activation-normalised gradient weights)"
+    library_class = "XGradCAM"
+
+
+@register_explainer
+class LayerCAM(LibraryCAM):
+    """LayerCAM (Jiang et al., IEEE TIP 2021): ``sum_k relu(g_k) * A_k`` elementwise."""
+
+    name = "layercam"
+    description = "LayerCAM via pytorch-grad-cam 1.5.7 (positive-gradient-weighted activations)"
+    library_class = "LayerCAM"
+
+
+@register_explainer
+class EigenCAM(LibraryCAM):
+    """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020): projection of the activations on their first principal component.
+
+    **Ignores the target**: the map is the same for every class (it shows what the layer
+    responds to, not why a class scored). No gradients are computed. The SVD's sign is arbitrary
+    (the library corrects nothing), so the ReLU view may highlight the complement of what the
+    layer responds to; on a 1x1 feature map the centred activations vanish and the map is constant.
+    """
+
+    name = "eigencam"
+    description = "Eigen-CAM via pytorch-grad-cam 1.5.7 (first principal component; ignores the target)"
+    library_class = "EigenCAM"

@@ -31,7 +31,9 @@ def class_mean_maps(maps: torch.Tensor, labels: torch.Tensor, *, num_classes: in
     Seed 001 (ResNet-50 on NIH ChestX-ray14) averages Grad-CAM over all positive test images of a
     pathology: the mean map shows where the model looks for it (border heat suggests
     "extrathoracic bias"), the standard-deviation map how consistent that is. Batched: the
-    per-class sums are one matrix product of the ``[N, K]`` label matrix with the flattened maps.
+    per-class sums are one matrix product of the ``[N, K]`` label matrix with the flattened maps
+    (centred on the overall mean map first, so the one-pass variance keeps its precision when all
+    maps share a large offset).
 
     Args:
         maps: ``[N, C, *S]`` maps, with ``C == 1`` (one map per image, shared by all its classes)
@@ -41,28 +43,24 @@ def class_mean_maps(maps: torch.Tensor, labels: torch.Tensor, *, num_classes: in
 
     Returns:
         ``ClassMaps`` with ``mean`` and ``std`` of shape ``[K, *S]``. A class without positive images
-        gets NaN maps and count 0; a NaN in a map makes its classes' maps NaN at that pixel.
+        gets NaN maps and count 0. A NaN in any map makes every class's maps NaN at that pixel
+        (``0 * NaN`` is NaN in the matrix product): drop undefined maps first.
     """
-    weights = _label_matrix(labels, num_classes).to(maps.device)  # [N, K]
     x = torch.as_tensor(maps).detach().to(torch.float64)
+    weights = _label_matrix(labels, num_classes).to(x.device)  # [N, K]
     n, k = weights.shape
     if x.ndim < 2 or x.shape[0] != n or x.shape[1] not in (1, k):
         raise ValueError(f"maps {tuple(x.shape)} must be [N, 1 or K, ...] for N={n} labels and K={k} classes")
     spatial = x.shape[2:]
-    flat = x.reshape(n, x.shape[1], -1)  # [N, C, P]
     count = weights.sum(0)  # [K]
+    flat = x.reshape(n, x.shape[1], -1)  # [N, C, P]
     eq = "nk,np->kp" if x.shape[1] == 1 else "nk,nkp->kp"
-    maps_for = flat[:, 0] if x.shape[1] == 1 else flat
-    mean = torch.einsum(eq, weights, maps_for) / count[:, None]
-    centred_sq = _centred_squares(maps_for, mean)
-    var = torch.einsum("nk,nkp->kp", weights, centred_sq) / count[:, None]
-    return ClassMaps(mean.reshape(k, *spatial), var.sqrt().reshape(k, *spatial), count.long())
-
-
-def _centred_squares(maps_for: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """``(map - class mean)^2`` per image and class, ``[N, K, P]`` (two-pass variance: no cancellation)."""
-    per_class = maps_for[:, None, :] if maps_for.ndim == 2 else maps_for
-    return (per_class - mean.nan_to_num(0.0)[None]).pow(2)
+    values = flat[:, 0] if x.shape[1] == 1 else flat
+    shifted = values - values.mean(0, keepdim=True)  # centring keeps E[x^2] - E[x]^2 free of cancellation
+    mean_shifted = torch.einsum(eq, weights, shifted) / count[:, None]
+    var = torch.einsum(eq, weights, shifted.pow(2)) / count[:, None] - mean_shifted.pow(2)
+    mean = mean_shifted + values.mean(0).expand_as(mean_shifted)
+    return ClassMaps(mean.reshape(k, *spatial), var.clamp_min(0).sqrt().reshape(k, *spatial), count.long())
 
 
 def _label_matrix(labels: torch.Tensor, num_classes: int | None) -> torch.Tensor:
