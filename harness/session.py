@@ -50,6 +50,10 @@ class HarnessSession:
             self._contexts[model] = self._load(model, max_images)
         return self._contexts[model]
 
+    def add_context(self, ctx: ModelContext) -> None:
+        """Use ``ctx`` for model ``ctx.name`` (e.g. a model built in a notebook or a benchmark)."""
+        self._contexts[ctx.name] = ctx
+
     def _load(self, model: str, max_images: int | None) -> ModelContext:
         from harness.models import ensure_trained, load_checkpoint
 

@@ -1,4 +1,4 @@
-"""Spearman and Pearson per image against scipy, with ties, constant rows and NaN."""
+"""Spearman (signed and absolute) and Pearson per image against scipy, with ties, constant rows and NaN."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from harness.metrics import average_ranks, pearson, spearman
+from harness.metrics.registry import get_metric
+from harness.metrics.similarity import spearman_abs
 
 FAST = settings(max_examples=50, deadline=None)
 
@@ -69,3 +71,23 @@ def test_edge_cases():
     assert spearman(a[:1], a[:1]).item() == pytest.approx(1.0)
     with pytest.raises(ValueError):
         spearman(a, b[:, :2])
+
+
+@FAST
+@given(paired_maps())
+def test_spearman_abs_equals_scipy_on_magnitudes_and_ignores_signs(data):
+    a, b = data
+    rho = spearman_abs(a, b)
+    for i in range(a.shape[0]):
+        x, y = a[i].flatten().abs().numpy(), b[i].flatten().abs().numpy()
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            assert math.isnan(rho[i].item())
+            continue
+        assert rho[i].item() == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    assert torch.allclose(spearman_abs(-a, b), rho, equal_nan=True)
+
+
+def test_registered_without_direction():
+    for name in ("spearman", "spearman_abs", "pearson"):
+        spec = get_metric(name)
+        assert spec.category == "similarity" and spec.higher_is_better is None and not spec.needs_mask

@@ -1,4 +1,4 @@
-"""Seeded percentile bootstrap: reference computation, NaN accounting, AUROC resampling."""
+"""Seeded percentile bootstrap: reference computation, NaN accounting, AUROC resampling, paired differences."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.metrics import BootstrapResult, auroc, bootstrap_ci, bootstrap_statistic
+from harness.metrics import BootstrapResult, auroc, bootstrap_ci, bootstrap_statistic, paired_bootstrap
 
 
 def test_bootstrap_ci_equals_reference_with_the_same_indices():
@@ -75,3 +75,52 @@ def test_bootstrap_statistic_drops_single_class_resamples_and_nan_rows():
     assert result.low == result.high == 1.0
     with pytest.raises(ValueError, match="first dimension"):
         bootstrap_statistic(auroc, scores, labels[:3])
+
+
+def correlated_pair(seed: int = 0, n: int = 80):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, generator=g).double()  # per-image difficulty shared by both models
+    a = base + 0.03 + 0.02 * torch.randn(n, generator=g).double()
+    b = base + 0.02 * torch.randn(n, generator=g).double()
+    return a, b
+
+
+def test_paired_bootstrap_equals_reference_with_shared_indices():
+    a, b = correlated_pair()
+    result = paired_bootstrap(a, b, n_boot=400, seed=5, alpha=0.1)
+    index = torch.randint(0, 80, (400, 80), generator=torch.Generator().manual_seed(5)).numpy()
+    diffs = a.numpy()[index].mean(1) - b.numpy()[index].mean(1)  # the same rows for both sides
+    assert result.estimate == pytest.approx(float(a.mean() - b.mean()), abs=1e-12)
+    assert result.low == pytest.approx(np.percentile(diffs, 5), abs=1e-12)
+    assert result.high == pytest.approx(np.percentile(diffs, 95), abs=1e-12)
+    assert (result.n, result.n_boot, result.alpha) == (80, 400, 0.1)
+    assert paired_bootstrap(a, b).n_boot == 1000  # the default replicate count
+
+
+def test_paired_bootstrap_finds_a_difference_that_separate_cis_miss():
+    a, b = correlated_pair()
+    paired = paired_bootstrap(a, b, seed=0)
+    ci_a, ci_b = bootstrap_ci(a, seed=0), bootstrap_ci(b, seed=0)
+    assert ci_a.low < ci_b.high  # the separate intervals overlap ...
+    assert paired.low > 0  # ... but the paired difference excludes 0: the shared difficulty cancels
+
+
+def test_paired_bootstrap_is_antisymmetric_and_excludes_nan_pairs():
+    a, b = correlated_pair(1, n=30)
+    a[3], b[7] = float("nan"), float("nan")
+    ab, ba = paired_bootstrap(a, b, seed=2), paired_bootstrap(b, a, seed=2)
+    assert (ab.n, ab.n_excluded) == (28, 2)
+    assert ab.estimate == pytest.approx(-ba.estimate, abs=1e-12)
+    assert (ab.low, ab.high) == pytest.approx((-ba.high, -ba.low), abs=1e-12)
+
+
+def test_paired_bootstrap_of_auroc_batched_equals_loop():
+    g = torch.Generator().manual_seed(0)
+    labels = (torch.rand(100, generator=g) < 0.4).long()
+    strong = (labels + 0.5 * torch.randn(100, generator=g)).double()
+    weak = (labels + 3.0 * torch.randn(100, generator=g)).double()
+    fast = paired_bootstrap(strong, weak, labels, statistic=auroc, batched=True, n_boot=300, seed=1)
+    loop = paired_bootstrap(strong, weak, labels, statistic=auroc, n_boot=300, seed=1)
+    assert fast.estimate == pytest.approx(float(auroc(strong, labels) - auroc(weak, labels)), abs=1e-12)
+    assert (fast.low, fast.high, fast.n_boot) == pytest.approx((loop.low, loop.high, loop.n_boot), abs=1e-12)
+    assert fast.low > 0

@@ -88,6 +88,8 @@ class Anatomy:
         lung_mask: bool ``[B,1,H,W]`` (``lung_soft > 0.5``).
         wall_depth: float ``[B,1,H,W]`` distance in pixels to the chest-wall part of the lung
             outline (lateral wall and apex, not mediastinum or diaphragm), inside the lungs.
+        heart: float ``[B,1,H,W]`` anti-aliased heart silhouette above the diaphragm (the
+            cardiomegaly mask of ``synth-cxr14``); it adds nothing to ``base``.
     """
 
     base: torch.Tensor
@@ -95,6 +97,7 @@ class Anatomy:
     lung_soft: torch.Tensor
     lung_mask: torch.Tensor
     wall_depth: torch.Tensor
+    heart: torch.Tensor | None = None
 
 
 def canonical_grid(img: dict[str, torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,13 +115,20 @@ def _soft(distance: torch.Tensor, pixel: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(distance / (0.5 * pixel))
 
 
+def lung_frame(X, Y, pat, img, side: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lung-local coordinates of one side (-1 = image left): ``u`` from -1 (medial) to +1
+    (lateral), ``v`` from 0 (apex) to 1 (costophrenic angle), and the lung's height."""
+    height = pat["lung_h"] * img["inspiration"] - (pat["right_raise"] if side < 0 else 0.0)
+    u = side * (X - side * pat["lung_gap"]) / pat["lung_w"]  # +1 lateral, -1 medial
+    v = (Y - pat["lung_top"]) / height  # 0 apex, 1 costophrenic angle
+    return u, v, height
+
+
 def _lung_side(X, Y, pat, img, side: int) -> tuple[torch.Tensor, ...]:
     """One lung (side -1 = image left): signed distance to its outline, distance to its chest-wall
     part (lateral wall and apex), lung-local ``(u, v)`` and the diaphragm's height."""
     width = pat["lung_w"]
-    height = pat["lung_h"] * img["inspiration"] - (pat["right_raise"] if side < 0 else 0.0)
-    u = side * (X - side * pat["lung_gap"]) / width  # +1 lateral, -1 medial
-    v = (Y - pat["lung_top"]) / height  # 0 apex, 1 costophrenic angle
+    u, v, height = lung_frame(X, Y, pat, img, side)
     lateral = 1 - 0.85 * (1 - (v / 0.75).clamp(0, 1)) ** 2.5 - u  # convex lateral wall
     medial = u + 1 - 0.45 * (1 - (v / 0.35).clamp(0, 1)) ** 2
     apex = v - 0.10 * ((u + 0.2) / 0.7) ** 2  # rounded dome of the apex
@@ -185,7 +195,8 @@ def render_anatomy(
     heart = _soft((1 - heart_r) * pat["heart_h"], pixel)
     knob_r = torch.sqrt(((X - pat["medi_w"]) / 0.07) ** 2 + ((Y - pat["lung_top"] - 0.30) / 0.09) ** 2)
     medi = torch.maximum(_soft(pat["medi_w"] - (X - 0.01).abs(), pixel), _soft((1 - knob_r) * 0.07, pixel))
-    central = torch.maximum(heart, medi) * torch.sigmoid((diaphragm - Y) / (2 * pixel))
+    above_diaphragm = torch.sigmoid((diaphragm - Y) / (2 * pixel))
+    central = torch.maximum(heart, medi) * above_diaphragm
     trachea = _soft(0.035 - X.abs(), pixel) * torch.sigmoid((pat["lung_top"] + 0.30 - Y) / 0.03)
 
     lung_soft = (_soft(d_right, pixel) + _soft(d_left, pixel)).clamp(max=1) * (1 - central)
@@ -222,7 +233,7 @@ def render_anatomy(
     vessels = torch.where(X < 0, _vessels(u_r, v_r, pat["tree_right"]), _vessels(u_l, v_l, pat["tree_left"]))
     parenchyma = lung_soft * (0.16 * pat["vessel_amp"] * vessels + 0.025 * texture[:, 1:2])
     wall_depth = torch.where(X < 0, wall_r, wall_l) / pixel
-    return Anatomy(base, parenchyma, lung_soft, lung_soft > 0.5, wall_depth)
+    return Anatomy(base, parenchyma, lung_soft, lung_soft > 0.5, wall_depth, heart * above_diaphragm)
 
 
 def expose(intensity: torch.Tensor, img: dict[str, torch.Tensor]) -> torch.Tensor:

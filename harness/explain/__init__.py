@@ -1,24 +1,54 @@
 """Explain stage: saliency explainers with one contract (raw signed ``Tensor[B,1,H,W]``, one target per sample).
 
-Registered explainers (``list_explainers()`` gives name, description, is_control):
-``gradcam``, ``gradcam++`` (batched torch), ``gradcam-lib``, ``gradcam++-lib`` (pytorch-grad-cam
-references), ``gradient`` (input gradient), and the controls ``random`` and ``edge``.
+Registered explainers by category (``list_explainers()`` gives name, description, is_control;
+``EXPLAINERS.meta(name)["category"]`` the category):
+
+* ``cam``: ``gradcam``, ``gradcam++`` (batched torch), ``scorecam`` (batched torch),
+  ``gradcam-lib``, ``gradcam++-lib`` (pytorch-grad-cam references), ``hirescam``, ``xgradcam``,
+  ``layercam``, ``eigencam`` (pytorch-grad-cam; Eigen-CAM ignores the target).
+* ``gradient``: ``gradient`` (input gradient), ``gradient_x_input``, ``integrated_gradients``,
+  ``smoothgrad``, ``guided_backprop`` (ReLU networks only).
+* ``lrp``: ``lrp_epsilon_plus_flat``, ``lrp_epsilon_gamma_box`` (zennit; torchvision ResNet/VGG
+  and plain ``nn.Sequential`` CNNs only).
+* ``control`` (model-independent): ``random``, ``edge``, ``constant``.
+
+An explainer that cannot explain a model faithfully raises :class:`ExplainerUnsupported` with the
+reason (the checks stage reports it as a skip).
 """
 
 from __future__ import annotations
 
 from harness.explain.base import (
+    CATEGORIES,
     EXPLAINERS,
     Explainer,
+    ExplainerUnsupported,
     check_targets,
     normalise_maps,
     register_explainer,
     unit_view,
 )
-from harness.explain.controls import EdgeMap, RandomMap  # importing a module registers its explainers
+from harness.explain.controls import ConstantMap, EdgeMap, RandomMap  # importing a module registers its explainers
 from harness.explain.gradcam import CAMExplainer, GradCAM, GradCAMPlusPlus, layer_view
-from harness.explain.gradient import InputGradient
-from harness.explain.library import LibraryCAM, LibraryGradCAM, LibraryGradCAMPlusPlus
+from harness.explain.gradient import (
+    GradientExplainer,
+    GradientXInput,
+    InputGradient,
+    IntegratedGradients,
+    SmoothGrad,
+)
+from harness.explain.guided import GuidedBackprop
+from harness.explain.library import (
+    EigenCAM,
+    HiResCAM,
+    LayerCAM,
+    LibraryCAM,
+    LibraryGradCAM,
+    LibraryGradCAMPlusPlus,
+    XGradCAM,
+)
+from harness.explain.lrp import LRPEpsilonGammaBox, LRPEpsilonPlusFlat, LRPExplainer
+from harness.explain.scorecam import ScoreCAM
 
 
 def create_explainer(name: str, **options: object) -> Explainer:
@@ -32,17 +62,33 @@ def list_explainers() -> list[tuple[str, str, bool]]:
 
 
 __all__ = [
+    "CATEGORIES",
     "EXPLAINERS",
     "CAMExplainer",
+    "ConstantMap",
     "EdgeMap",
+    "EigenCAM",
     "Explainer",
+    "ExplainerUnsupported",
     "GradCAM",
     "GradCAMPlusPlus",
+    "GradientExplainer",
+    "GradientXInput",
+    "GuidedBackprop",
+    "HiResCAM",
     "InputGradient",
+    "IntegratedGradients",
+    "LRPEpsilonGammaBox",
+    "LRPEpsilonPlusFlat",
+    "LRPExplainer",
+    "LayerCAM",
     "LibraryCAM",
     "LibraryGradCAM",
     "LibraryGradCAMPlusPlus",
     "RandomMap",
+    "ScoreCAM",
+    "SmoothGrad",
+    "XGradCAM",
     "check_targets",
     "create_explainer",
     "layer_view",

@@ -23,9 +23,10 @@ class CAMExplainer(Explainer):
     ``up(relu(c))`` wherever that is positive and ``up(c)`` (<= 0) where no positive cell reaches,
     so ``relu(raw)`` is exactly the paper's upsampled Grad-CAM and ``unit_view(raw)`` equals
     pytorch-grad-cam's [0,1] map. (Plain ``up(c)`` followed by a ReLU would differ from the library
-    by up to 0.94, measured on a random-init ResNet-18, where neighbouring cells differ in sign.) Negative evidence is therefore
-    kept only where no positive evidence is interpolated in, and the raw map jumps from ~0 to
-    ``up(c)`` at that border; use ``layer_maps`` for the purely linear signed CAM.
+    by up to 0.94, measured on a random-init ResNet-18, where neighbouring cells differ in sign.)
+    Negative evidence is therefore kept only where no positive evidence is interpolated in, and the
+    raw map jumps from ~0 to ``up(c)`` at that border; use ``layer_maps`` for the purely linear
+    signed CAM.
     """
 
     category = "cam"

@@ -64,6 +64,13 @@ from harness.metrics.similarity import average_ranks, pearson, spearman
 from harness.metrics.stats import BootstrapResult, bootstrap_ci, bootstrap_statistic, paired_bootstrap
 from harness.metrics.subgroups import SubgroupResult, age_bands, subgroup_metric
 
+# Modules whose public names their owners export; imported here so that their metrics are registered.
+from harness.metrics import complexity as _complexity  # noqa: E402,F401  (sparseness, complexity)
+from harness.metrics import faithfulness as _faithfulness  # noqa: E402,F401  (deletion_auc, insertion_auc)
+from harness.metrics import randomisation as _randomisation  # noqa: E402,F401  (mprt, random_logit)
+from harness.metrics import robustness as _robustness  # noqa: E402,F401  (max_sensitivity, avg_sensitivity)
+from harness.metrics import structural as _structural  # noqa: E402,F401  (ssim, hog_similarity)
+
 __all__ = [
     "METRIC_CATEGORIES",
     "AnovaResult",

@@ -162,6 +162,6 @@ def _baseline(images: torch.Tensor, baseline: Baseline) -> torch.Tensor:
 
 def _target_score(model: ModelFn, x: torch.Tensor, targets: torch.Tensor, score: Score) -> torch.Tensor:
     with torch.no_grad():
-        logits = model(x).to(torch.float64)
+        logits = model(x).to(x.device, torch.float64)
     values = logits.softmax(1) if score == "softmax" else logits
     return values.gather(1, targets[:, None]).squeeze(1)

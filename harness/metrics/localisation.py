@@ -6,6 +6,8 @@ Conventions shared by every function here:
   elements per image; a mask element is inside when it is non-zero (as Quantus' ``astype(bool)``).
 * Functions whose first argument is ``maps01`` expect the explainer's [0,1] view
   (``explainer.unit_view(raw)``) and raise ``ValueError`` on values outside [0,1].
+* ``segment_maps``, ``segmentation_iou`` and ``miou`` take raw maps at any resolution and follow
+  CheXlocalize: bilinear resize to the mask's size, per-image min-max, threshold.
 * An empty mask gives NaN (never a silent hit or miss), so checks exclude and count it; a map with
   a NaN gives NaN. Results are float64 ``[B]`` on the maps' device.
 """
@@ -338,9 +340,9 @@ def segment_maps(maps: torch.Tensor, *, size: tuple[int, int] | None = None,
 
     Saporta et al., "Benchmarking saliency methods for chest X-ray interpretation", Nat. Mach.
     Intell. 2022: ``F.interpolate(map, size, mode="bilinear", align_corners=False)``, then per-image
-    min-max, then ``threshold_maps`` (Otsu on ``uint8(255 * map)`` by default, or ``map > t``).
-    Divergence: CheXlocalize's Otsu path uses ``cv2.threshold`` directly, as we do; its older
-    contour-filling variant (holes filled) is not reproduced.
+    min-max, then ``threshold_maps`` (Otsu on ``uint8(255 * map)`` by default, as CheXlocalize's
+    ``cv2.threshold(..., THRESH_OTSU)``, or ``map > t`` for a tuned threshold). Tested against that
+    pipeline; the only possible difference is the choice between two exactly tied Otsu thresholds.
 
     Args:
         maps: ``[B, C, h, w]`` or ``[B, h, w]`` raw maps at any resolution.

@@ -192,9 +192,10 @@ def macro(metric: Callable[..., torch.Tensor], scores: torch.Tensor, labels: tor
           **options: Any) -> torch.Tensor:
     """Macro average: the mean over classes of ``per_class``, ignoring undefined (NaN) classes.
 
-    A class with one label value only (no positive in the split) is left out of the mean rather
-    than failing the whole average; the value is NaN when no class is defined. scikit-learn's
-    ``average="macro"`` raises instead when any class has a single label value.
+    A class with one label value only (no positive in the split), or with a NaN score, is left out
+    of the mean rather than failing the whole average; the value is NaN when no class is defined.
+    Call ``per_class`` to count the classes left out. scikit-learn's ``average="macro"`` raises
+    instead when any class has a single label value.
 
     Returns:
         float64 ``[...]``.

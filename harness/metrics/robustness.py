@@ -47,24 +47,17 @@ class SensitivitySamples:
         ``return_nan_when_prediction_changes=True``); ``"exclude"`` drops those samples (NaN when
         all changed). A NaN ratio (all-zero reference map) propagates.
         """
-        if on_prediction_change not in ("keep", "nan", "exclude"):
-            raise ValueError(f"on_prediction_change must be 'keep', 'nan' or 'exclude', got {on_prediction_change!r}")
+        if how not in ("max", "mean") or on_prediction_change not in ("keep", "nan", "exclude"):
+            raise ValueError(f"need how in 'max', 'mean' and on_prediction_change in 'keep', 'nan', 'exclude'; "
+                             f"got {how!r}, {on_prediction_change!r}")
         if on_prediction_change != "keep" and self.prediction_changed is None:
             raise ValueError(f"on_prediction_change={on_prediction_change!r} needs a predict_fn")
-        r, nan = self.ratios, torch.full_like(self.ratios[:, 0], float("nan"))
-        if on_prediction_change == "keep":
-            return r.amax(1) if how == "max" else r.mean(1)
-        changed = self.prediction_changed
+        if on_prediction_change == "exclude":  # an all-zero reference map makes a whole row NaN anyway
+            return _nan_reduce(torch.where(self.prediction_changed, torch.nan, self.ratios), how)
+        value = self.ratios.amax(1) if how == "max" else self.ratios.mean(1)
         if on_prediction_change == "nan":
-            value = r.amax(1) if how == "max" else r.mean(1)
-            return torch.where(changed.any(1), nan, value)
-        kept = ~changed
-        if how == "max":
-            value = torch.where(kept, r, torch.full_like(r, -torch.inf)).amax(1)
-        else:
-            value = torch.where(kept, r, torch.zeros_like(r)).sum(1) / kept.sum(1)
-        value = torch.where(r.isnan().any(1), nan, value)
-        return torch.where(kept.any(1), value, nan)
+            value = torch.where(self.prediction_changed.any(1), torch.nan, value)
+        return value
 
 
 def sensitivity_samples(explain_fn: ExplainFn, images: torch.Tensor, targets: torch.Tensor, *,
@@ -97,26 +90,26 @@ def sensitivity_samples(explain_fn: ExplainFn, images: torch.Tensor, targets: to
         norm_numerator: ``"fro"`` (L2 of the flattened difference, Quantus' ``fro_norm``) or ``"inf"``.
         norm_denominator: norm of the reference map, as ``norm_numerator``.
         batch_size: perturbed images explained per call.
-        generator: the random source for the noise.
+        generator: the random source for the noise, on the images' device.
         predict_fn: ``images -> logits [N, K]``; the predicted class is the argmax.
 
     Returns:
-        :class:`SensitivitySamples`; ratios are NaN for an all-zero reference map.
+        :class:`SensitivitySamples` on the images' device (maps and predictions returned elsewhere,
+        e.g. on the CPU, are moved there); ratios are NaN for an all-zero reference map.
     """
     if n_samples < 1 or batch_size < 1 or radius < 0:
         raise ValueError(f"need n_samples >= 1, batch_size >= 1, radius >= 0; got {n_samples}, {batch_size}, {radius}")
-    b = images.shape[0]
-    reference = (explain_fn(images, targets) if maps is None else maps).detach().flatten(1).to(torch.float64)
+    b, device = images.shape[0], images.device
+    reference = (explain_fn(images, targets) if maps is None else maps).detach().flatten(1).to(device, torch.float64)
     denominator = _norm(reference, norm_denominator)
-    generator = generator if generator is not None else torch.Generator(images.device).manual_seed(0)
+    generator = generator if generator is not None else torch.Generator(device).manual_seed(0)
     reference_class = _predicted_class(predict_fn, images) if predict_fn is not None else None
     ratios, changed = [], []
     for start in range(0, n_samples * b, batch_size):
-        which = torch.arange(start, min(start + batch_size, n_samples * b), device=images.device) % b
-        noise = torch.rand((which.numel(), *images.shape[1:]), generator=generator, device=images.device,
-                           dtype=images.dtype)
+        which = torch.arange(start, min(start + batch_size, n_samples * b), device=device) % b
+        noise = torch.rand((which.numel(), *images.shape[1:]), generator=generator, device=device, dtype=images.dtype)
         noisy = images[which] + (noise * 2 - 1) * radius
-        moved = explain_fn(noisy, targets[which.to(targets.device)]).detach().flatten(1).to(torch.float64)
+        moved = explain_fn(noisy, targets[which.to(targets.device)]).detach().flatten(1).to(device, torch.float64)
         ratios.append(_norm(reference[which] - moved, norm_numerator) / denominator[which])
         if predict_fn is not None:
             changed.append(_predicted_class(predict_fn, noisy) != reference_class[which])
@@ -169,6 +162,13 @@ def avg_sensitivity(explain_fn: ExplainFn, images: torch.Tensor, targets: torch.
     return samples.reduce("mean", on_prediction_change=on_prediction_change)
 
 
+def _nan_reduce(r: torch.Tensor, how: Literal["max", "mean"]) -> torch.Tensor:
+    """Max or mean over the non-NaN entries of each row; NaN for an all-NaN row."""
+    if how == "mean":
+        return r.nanmean(1)
+    return torch.where(r.isnan().all(1), torch.nan, torch.where(r.isnan(), -torch.inf, r).amax(1))
+
+
 def _norm(x: torch.Tensor, kind: Norm) -> torch.Tensor:
     if kind == "fro":
         return torch.linalg.vector_norm(x, ord=2, dim=1)
@@ -179,4 +179,4 @@ def _norm(x: torch.Tensor, kind: Norm) -> torch.Tensor:
 
 def _predicted_class(predict_fn: PredictFn, images: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return predict_fn(images).argmax(1)
+        return predict_fn(images).argmax(1).to(images.device)

@@ -133,8 +133,8 @@ def paired_bootstrap(
 
     Both sides are resampled with the same indices in every replicate (the images are shared), so
     the image-to-image variation common to both cancels: the paired comparison of two models or
-    two explainers on one test set (DeLong-free AUROC differences as in CheXtransfer, seed 004;
-    DiffGradCAM of two architectures on the same images, seed 000). A row with a NaN in ``a``,
+    two explainers on one test set (Efron & Tibshirani 1993; e.g. the AUROC of two architectures,
+    seed 004, or their DiffGradCAM on the same images, seed 000). A row with a NaN in ``a``,
     ``b`` or a shared tensor is excluded as a pair and counted in ``n_excluded``. ``statistic``
     defaults to the mean of per-image values; ``paired_bootstrap(a, b, labels, statistic=auroc,
     batched=True)`` compares the AUROC of two score vectors. Swapping ``a`` and ``b`` negates the

@@ -1,20 +1,24 @@
-"""Architecture registry over timm: single-channel classifiers with their Grad-CAM target layer.
+"""Architecture registry: single-channel classifiers with their Grad-CAM target layer.
 
-Every architecture is a timm model built with ``pretrained=False`` (this project never downloads
-weights) and ``in_chans=1``, wrapped in :class:`ClassifierNet`, which owns the fixed input
-normalisation and exposes the facts explainers need (target layer, ViT token reshape). Those facts
-are read from timm's own attributes (``feature_info``, ``num_prefix_tokens``,
-``patch_embed.grid_size``), never from a hand-kept table.
+Every architecture is built with random weights (``pretrained=False``; this project never downloads
+weights, see ``pretrained.py`` for local files) and a single input channel, and wrapped in
+:class:`ClassifierNet`, which owns the input normalisation (and optional CLAHE / z-score
+preprocessing) and exposes the facts explainers need (target layer, ViT token reshape). Those facts
+come from the libraries: timm's ``feature_info``, ``num_prefix_tokens`` and
+``patch_embed.grid_size``, or the torchvision module path (``tv_models.py``), never from a
+hand-kept table. Truncated variants (``resnet18_minus2``, ...) are registered in ``truncation.py``.
 """
 
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Callable
 
 import torch
 from torch import nn
 
+from harness.models.preprocess import Preprocess
 from harness.registry import Registry
 
 # timm only downloads with pretrained=True, which is never passed; this makes any stray attempt fail
@@ -29,6 +33,10 @@ register_architecture = ARCHITECTURES.register
 #: Images arrive in [0,1]; the network sees (x - 0.5) / 0.25 (no dataset statistics involved).
 INPUT_MEAN = 0.5
 INPUT_STD = 0.25
+
+#: Attribute a builder sets on its backbone when the target layer is not timm's last feature stage
+#: (torchvision models, truncated models): the dotted path inside the backbone.
+CAM_TARGET_ATTR = "cam_target_layer"
 
 
 class TokenGridReshape:
@@ -59,27 +67,38 @@ class TokenGridReshape:
 class ClassifierNet(nn.Module):
     """A registered architecture: float images ``[B,1,H,W]`` in [0,1] -> logits ``[B,num_classes]``.
 
+    Binary models have 2 logits (softmax, class 1 = finding); multi-label models one logit per
+    finding (sigmoid), in the order of ``finding_names``.
+
     Attributes:
-        arch: registered architecture name (the timm name).
+        arch: registered architecture name.
         img_size: input side length the model was built for.
         num_classes: number of logits.
-        backbone: the timm model.
+        multilabel: sigmoid outputs, one per finding (else 2-way softmax).
+        finding_names: names of the findings (multi-label: one per logit).
+        backbone: the timm / torchvision model.
+        preprocess: the fixed input transform (``none``, ``clahe``, ``zscore``, ``clahe+zscore``).
         is_vit: whether the backbone is a token-based vision transformer.
         target_layer_name: dotted path (from this module) of the Grad-CAM target layer.
         reshape_transform: None for CNNs; for ViTs a :class:`TokenGridReshape`.
     """
 
-    def __init__(self, backbone: nn.Module, *, arch: str, img_size: int, num_classes: int) -> None:
+    def __init__(self, backbone: nn.Module, *, arch: str, img_size: int, num_classes: int,
+                 target_layer: str | None = None, preprocess: str = "none", multilabel: bool = False,
+                 finding_names: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.arch = arch
         self.img_size = int(img_size)
         self.num_classes = int(num_classes)
+        self.multilabel = bool(multilabel)
+        self.finding_names = tuple(finding_names)
         self.backbone = backbone
+        self.preprocess = Preprocess(preprocess)  # no parameters or buffers: not in the state dict
         # Fixed, not learned, not saved: checkpoints hold the backbone's state only.
         self.register_buffer("input_mean", torch.tensor(INPUT_MEAN), persistent=False)
         self.register_buffer("input_std", torch.tensor(INPUT_STD), persistent=False)
         self.is_vit = is_token_model(backbone)
-        self.target_layer_name = "backbone." + target_layer_path(backbone)
+        self.target_layer_name = "backbone." + (target_layer or target_layer_path(backbone))
         self.reshape_transform: TokenGridReshape | None = None
         if self.is_vit:
             self.reshape_transform = TokenGridReshape(
@@ -92,10 +111,13 @@ class ClassifierNet(nn.Module):
         return self.get_submodule(self.target_layer_name)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone((images - self.input_mean) / self.input_std)
+        if self.preprocess.standardises:
+            return self.backbone(self.preprocess(images))
+        return self.backbone((self.preprocess(images) - self.input_mean) / self.input_std)
 
     def extra_repr(self) -> str:
-        return f"arch={self.arch!r}, img_size={self.img_size}, num_classes={self.num_classes}"
+        return (f"arch={self.arch!r}, img_size={self.img_size}, num_classes={self.num_classes}, "
+                f"multilabel={self.multilabel}")
 
 
 def is_token_model(backbone: nn.Module) -> bool:
@@ -104,14 +126,21 @@ def is_token_model(backbone: nn.Module) -> bool:
 
 
 def target_layer_path(backbone: nn.Module) -> str:
-    """Dotted path, inside ``backbone``, of the Grad-CAM target layer, derived from timm.
+    """Dotted path, inside ``backbone``, of the Grad-CAM target layer, derived from the library.
 
-    CNNs: ``feature_info[-1]["module"]``, the last (stride-32) feature stage timm reports:
-    ``layer4`` (ResNet), ``features.norm5`` (DenseNet), ``blocks.6`` (EfficientNet) and
-    ``features.30`` (VGG's final max-pool over the last conv block, the layer pytorch-grad-cam
-    recommends as ``model.features[-1]``). ViTs: the last block's ``norm1``, as pytorch-grad-cam's
-    ViT tutorial does (the tokens before the final attention, as the seed-000 study describes).
+    A ``cam_target_layer`` attribute set by the builder wins (torchvision models: the module path
+    pytorch-grad-cam recommends, ``layer4`` / ``features[-1]``; truncated models: their new last
+    block). Otherwise CNNs: timm's ``feature_info[-1]["module"]``, the last (stride-32) feature
+    stage: ``layer4`` (ResNet), ``features.norm5`` (DenseNet), ``blocks.6`` (EfficientNet,
+    MobileNet, MNASNet), ``Mixed_7c`` (Inception-v3) and ``features.30`` (VGG's final max-pool over
+    the last conv block, pytorch-grad-cam's ``model.features[-1]``). ViTs: the last block's
+    ``norm1``, as pytorch-grad-cam's ViT tutorial does (the tokens before the final attention, as
+    the seed-000 study describes).
     """
+    declared = getattr(backbone, CAM_TARGET_ATTR, None)
+    if declared:
+        backbone.get_submodule(declared)
+        return declared
     if is_token_model(backbone):
         return f"blocks.{len(backbone.blocks) - 1}.norm1"
     info = getattr(backbone, "feature_info", None)
@@ -122,10 +151,20 @@ def target_layer_path(backbone: nn.Module) -> str:
     return path
 
 
-def create_model(arch: str, *, img_size: int, num_classes: int = 2) -> ClassifierNet:
-    """Build registered architecture ``arch`` (random init) for ``img_size`` single-channel images."""
+def create_model(arch: str, *, img_size: int, num_classes: int = 2, preprocess: str = "none",
+                 multilabel: bool = False, finding_names: tuple[str, ...] = ()) -> ClassifierNet:
+    """Build registered architecture ``arch`` (random init) for ``img_size`` single-channel images.
+
+    Raises:
+        UnknownNameError: ``arch`` is not registered.
+        ValueError: ``img_size`` is below the architecture's minimum (Inception: 75).
+    """
     builder = ARCHITECTURES.get(arch)
-    return ClassifierNet(builder(img_size, num_classes), arch=arch, img_size=img_size, num_classes=num_classes)
+    minimum = ARCHITECTURES.meta(arch).get("min_img_size", 1)
+    if img_size < minimum:
+        raise ValueError(f"architecture {arch!r} needs img_size >= {minimum}, got {img_size}")
+    return ClassifierNet(builder(img_size, num_classes), arch=arch, img_size=img_size, num_classes=num_classes,
+                         preprocess=preprocess, multilabel=multilabel, finding_names=finding_names)
 
 
 def list_architectures() -> list[str]:
@@ -133,8 +172,28 @@ def list_architectures() -> list[str]:
 
 
 def get_architecture_meta(arch: str) -> dict:
-    """Registered metadata: ``description``, ``family`` and measured ``cpu_img_per_s`` (PERF.md)."""
+    """Registered metadata: ``description``, ``family``, measured ``cpu_img_per_s``/``gpu_img_per_s``
+    (PERF.md), optional ``min_img_size``, ``compile`` (torch.compile pays on a GPU), ``source``
+    (timm / torchvision) and, for truncated variants, ``truncated_from`` and ``minus``."""
     return ARCHITECTURES.meta(arch)
+
+
+@lru_cache(maxsize=None)
+def parameter_count(arch: str, *, num_classes: int = 2, img_size: int = 224) -> int:
+    """Number of parameters of ``arch`` (built on the meta device: no memory, no init cost)."""
+    size = max(img_size, ARCHITECTURES.meta(arch).get("min_img_size", 1))
+    with torch.device("meta"):
+        model = create_model(arch, img_size=size, num_classes=num_classes)
+    return sum(p.numel() for p in model.parameters())
+
+
+def times_smaller(arch: str, *, num_classes: int = 2) -> float | None:
+    """CheXtransfer's "times smaller" of a truncated variant: parameters of the full architecture
+    divided by the variant's (None for architectures that are not truncated variants)."""
+    base = ARCHITECTURES.meta(arch).get("truncated_from")
+    if base is None:
+        return None
+    return parameter_count(base, num_classes=num_classes) / parameter_count(arch, num_classes=num_classes)
 
 
 def _timm(name: str, num_classes: int, **kwargs) -> nn.Module:
@@ -143,57 +202,56 @@ def _timm(name: str, num_classes: int, **kwargs) -> nn.Module:
     return timm.create_model(name, pretrained=False, in_chans=1, num_classes=num_classes, **kwargs)
 
 
-def _register_timm_cnn(
-    name: str, *, description: str, cpu_img_per_s: float | None, gpu_img_per_s: float | None
-) -> None:
+def _register_timm(name: str, *, description: str, family: str, cpu_img_per_s: float | None = None,
+                   gpu_img_per_s: float | None = None, **meta) -> None:
+    """Register timm model ``name`` as is (ViTs get ``img_size`` passed through)."""
     def build(img_size: int, num_classes: int) -> nn.Module:
-        return _timm(name, num_classes)
+        return _timm(name, num_classes, **({"img_size": img_size} if family == "vit" else {}))
 
     build.__doc__ = description
-    register_architecture(
-        name, description=description, family="cnn", cpu_img_per_s=cpu_img_per_s, gpu_img_per_s=gpu_img_per_s
-    )(build)
-
-
-def _register_timm_vit(
-    name: str, *, description: str, cpu_img_per_s: float | None, gpu_img_per_s: float | None
-) -> None:
-    def build(img_size: int, num_classes: int) -> nn.Module:
-        return _timm(name, num_classes, img_size=img_size)
-
-    build.__doc__ = description
-    register_architecture(
-        name, description=description, family="vit", cpu_img_per_s=cpu_img_per_s, gpu_img_per_s=gpu_img_per_s
-    )(build)
+    register_architecture(name, description=description, family=family, source="timm",
+                          cpu_img_per_s=cpu_img_per_s, gpu_img_per_s=gpu_img_per_s, **meta)(build)
 
 
 # Throughputs are PERF.md's training figures (CPU: 64x64 fp32 batch 32, 2 cores; GPU: H100 224x224
 # bf16 + channels_last batch 128); they only feed "about N s" messages, never behaviour. Not in PERF.md
 # (CPU of resnet34/101, vgg19, vit_base): measured beside resnet18 on the same CPU and scaled to its
-# PERF.md figure; None = not measured.
-_register_timm_cnn("resnet18", description="ResNet-18 (timm)", cpu_img_per_s=93, gpu_img_per_s=9429)
-_register_timm_cnn("resnet34", description="ResNet-34 (timm)", cpu_img_per_s=53, gpu_img_per_s=None)
-_register_timm_cnn("resnet50", description="ResNet-50 (timm)", cpu_img_per_s=44, gpu_img_per_s=3680)
-_register_timm_cnn("resnet101", description="ResNet-101 (timm)", cpu_img_per_s=10, gpu_img_per_s=2070)
-_register_timm_cnn("densenet121", description="DenseNet-121 (timm)", cpu_img_per_s=58, gpu_img_per_s=1862)
-_register_timm_cnn(
-    "efficientnet_b0", description="EfficientNet-B0 (timm)", cpu_img_per_s=93, gpu_img_per_s=2964
-)
-_register_timm_vit(
-    "vit_small_patch16_224", description="ViT-S/16 (timm), img_size passed through", cpu_img_per_s=49,
-    gpu_img_per_s=3857,
-)
-_register_timm_vit(
-    "vit_base_patch16_224", description="ViT-B/16 (timm), img_size passed through", cpu_img_per_s=14,
-    gpu_img_per_s=2435,
-)
+# PERF.md figure; None = not measured. ``compile=True`` marks where PERF.md measured torch.compile
+# paying off on the GPU (resnet50, vgg16, ViTs); it is used on CUDA only.
+_CNN, _VIT = "cnn", "vit"
+_register_timm("resnet18", description="ResNet-18 (timm)", family=_CNN, cpu_img_per_s=93, gpu_img_per_s=9429)
+_register_timm("resnet34", description="ResNet-34 (timm)", family=_CNN, cpu_img_per_s=53)
+_register_timm("resnet50", description="ResNet-50 (timm)", family=_CNN, cpu_img_per_s=44, gpu_img_per_s=3680,
+               compile=True)
+_register_timm("resnet101", description="ResNet-101 (timm)", family=_CNN, cpu_img_per_s=10, gpu_img_per_s=2070)
+_register_timm("resnet152", description="ResNet-152 (timm)", family=_CNN)
+_register_timm("densenet121", description="DenseNet-121 (timm)", family=_CNN, cpu_img_per_s=58,
+               gpu_img_per_s=1862)
+_register_timm("densenet169", description="DenseNet-169 (timm)", family=_CNN)
+_register_timm("densenet201", description="DenseNet-201 (timm)", family=_CNN)
+_register_timm("efficientnet_b0", description="EfficientNet-B0 (timm)", family=_CNN, cpu_img_per_s=93,
+               gpu_img_per_s=2964)
+_register_timm("efficientnet_b1", description="EfficientNet-B1 (timm)", family=_CNN)
+_register_timm("efficientnet_b2", description="EfficientNet-B2 (timm)", family=_CNN)
+_register_timm("efficientnet_b3", description="EfficientNet-B3 (timm)", family=_CNN)
+_register_timm("inception_v3", description="Inception-v3 (timm); needs img_size >= 75", family=_CNN,
+               min_img_size=75)
+_register_timm("inception_v4", description="Inception-v4 (timm); needs img_size >= 75", family=_CNN,
+               min_img_size=75)
+_register_timm("mnasnet_100", description="MNASNet-A1 1.0 (timm)", family=_CNN)
+_register_timm("mobilenetv2_100", description="MobileNet-V2 1.0 (timm)", family=_CNN)
+_register_timm("mobilenetv3_large_100", description="MobileNet-V3 large 1.0 (timm)", family=_CNN)
+_register_timm("vit_small_patch16_224", description="ViT-S/16 (timm), img_size passed through", family=_VIT,
+               cpu_img_per_s=49, gpu_img_per_s=3857, compile=True)
+_register_timm("vit_base_patch16_224", description="ViT-B/16 (timm), img_size passed through", family=_VIT,
+               cpu_img_per_s=14, gpu_img_per_s=2435, compile=True)
+_register_timm("vit_large_patch16_224", description="ViT-L/16 (timm), img_size passed through", family=_VIT,
+               gpu_img_per_s=879, compile=True)
 
 # timm's own tiny test networks (0.3M parameters): real feature_info / token grids, milliseconds per
 # step, for fast tests of this and later stages. Not meant for results.
-_register_timm_cnn("test_resnet", description="tiny timm test ResNet (for fast tests)", cpu_img_per_s=None,
-                   gpu_img_per_s=None)
-_register_timm_vit("test_vit", description="tiny timm test ViT (for fast tests)", cpu_img_per_s=None,
-                   gpu_img_per_s=None)
+_register_timm("test_resnet", description="tiny timm test ResNet (for fast tests)", family=_CNN)
+_register_timm("test_vit", description="tiny timm test ViT (for fast tests)", family=_VIT)
 
 
 def _pooled_vgg(name: str, num_classes: int) -> nn.Module:
@@ -218,8 +276,8 @@ def _pooled_vgg(name: str, num_classes: int) -> nn.Module:
 
 
 @register_architecture(
-    "vgg16", description="VGG-16 (timm trunk, pooled linear head)", family="cnn", cpu_img_per_s=19.6,
-    gpu_img_per_s=2980,
+    "vgg16", description="VGG-16 (timm trunk, pooled linear head)", family="cnn", source="timm",
+    cpu_img_per_s=19.6, gpu_img_per_s=2980, compile=True,
 )
 def vgg16(img_size: int, num_classes: int) -> nn.Module:
     """VGG-16 with a pooled head (see ``_pooled_vgg`` for why)."""
@@ -227,13 +285,17 @@ def vgg16(img_size: int, num_classes: int) -> nn.Module:
 
 
 @register_architecture(
-    "vgg19", description="VGG-19 (timm trunk, pooled linear head)", family="cnn", cpu_img_per_s=9,
+    "vgg19", description="VGG-19 (timm trunk, pooled linear head)", family="cnn", source="timm", cpu_img_per_s=9,
     gpu_img_per_s=None,
 )
 def vgg19(img_size: int, num_classes: int) -> nn.Module:
     """VGG-19 with a pooled head (see ``_pooled_vgg`` for why)."""
     return _pooled_vgg("vgg19", num_classes)
 
+
+# Torchvision-built models and truncated variants register themselves on import (they need the
+# registry and helpers above, hence the import at the bottom).
+from harness.models import truncation, tv_models  # noqa: E402,F401
 
 __all__ = [
     "ARCHITECTURES",
@@ -243,7 +305,10 @@ __all__ = [
     "create_model",
     "list_architectures",
     "get_architecture_meta",
+    "parameter_count",
+    "times_smaller",
     "target_layer_path",
+    "CAM_TARGET_ATTR",
     "INPUT_MEAN",
     "INPUT_STD",
 ]

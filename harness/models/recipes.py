@@ -7,14 +7,18 @@ Profiles themselves (image size, precision) are plain data in :data:`PROFILES`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 from harness.registry import Registry
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine")
-LOSSES = ("cross_entropy",)
+SCHEDULES = ("constant", "cosine", "step")
+#: cross_entropy: softmax over the 2 logits for binary data, per-finding sigmoid BCE for multi-label
+#: data; bce: sigmoid BCE, multi-label data only; focal: focal loss (Lin et al. 2017), either kind.
+LOSSES = ("cross_entropy", "bce", "focal")
+#: Fixed input preprocessing inside the model (``preprocess.py``); kept torch-free here.
+PREPROCESSING = ("none", "clahe", "zscore", "clahe+zscore")
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,25 @@ class Augmentation:
 
 @dataclass(frozen=True)
 class Recipe:
-    """One training protocol at one profile; ``to_dict()`` goes into manifests and config hashes."""
+    """One training protocol at one profile; ``to_dict()`` goes into manifests and config hashes.
+
+    Attributes:
+        optimizer, lr, weight_decay, momentum: the optimiser (``adam``, ``adamw``, ``sgd``).
+        epochs, batch_size, eval_batch_size: loop sizes (batch sizes are global under DDP).
+        schedule: ``constant``, ``cosine`` (after ``warmup_epochs`` of linear warm-up) or ``step``
+            (multiply by ``step_gamma`` every ``step_epochs`` epochs).
+        loss, label_smoothing, focal_gamma: see :data:`LOSSES`.
+        augment: batched training augmentation.
+        preprocess: fixed input transform built into the model (``none``, ``clahe``, ``zscore``,
+            ``clahe+zscore``); it is part of the trained model, so explainers see it too.
+        trainable_stages: None trains every parameter; 0 only the classifier head (linear probe);
+            k the last k feature stages (timm ``feature_info``) and the head, the earlier layers
+            frozen with their normalisation statistics.
+        eval_every_steps: also evaluate every N optimizer steps (0: once per epoch only).
+        ensemble_top_k: keep the K best step evaluations and make the final model from them
+            (greedy weight soup, see ``soup.py``); needs ``eval_every_steps``.
+        max_train_images: train on a seeded subset of at most this many images (None: all).
+    """
 
     name: str
     profile: str
@@ -99,6 +121,16 @@ class Recipe:
     label_smoothing: float = 0.0
     augment: Augmentation = field(default_factory=Augmentation)
     eval_batch_size: int = 256
+    # Fields added after the first release: written by to_dict() only when they differ from their
+    # default, so the config hashes (and checkpoints) of the existing recipes stay valid.
+    focal_gamma: float = 2.0
+    step_epochs: int = 0
+    step_gamma: float = 0.1
+    preprocess: str = "none"
+    trainable_stages: int | None = None
+    eval_every_steps: int = 0
+    ensemble_top_k: int = 0
+    max_train_images: int | None = None
 
     def __post_init__(self) -> None:
         for value, allowed, what in (
@@ -106,6 +138,7 @@ class Recipe:
             (self.schedule, SCHEDULES, "schedule"),
             (self.loss, LOSSES, "loss"),
             (self.profile, tuple(PROFILES), "profile"),
+            (self.preprocess, PREPROCESSING, "preprocessing"),
         ):
             if value not in allowed:
                 raise ValueError(f"recipe {self.name!r}: unknown {what} {value!r}; known: {', '.join(allowed)}")
@@ -113,9 +146,24 @@ class Recipe:
             raise ValueError(f"recipe {self.name!r}: need epochs >= 1, batch_size >= 2, lr > 0")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"recipe {self.name!r}: warmup_epochs must be in [0, epochs)")
+        if self.schedule == "step" and self.step_epochs < 1:
+            raise ValueError(f"recipe {self.name!r}: schedule 'step' needs step_epochs >= 1")
+        if self.ensemble_top_k and self.eval_every_steps < 1:
+            raise ValueError(f"recipe {self.name!r}: ensemble_top_k needs eval_every_steps >= 1")
+        if self.trainable_stages is not None and self.trainable_stages < 0:
+            raise ValueError(f"recipe {self.name!r}: trainable_stages must be None or >= 0")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        for name in _ADDED_FIELDS:
+            if values[name] == _DEFAULTS[name]:
+                del values[name]
+        return values
+
+
+_ADDED_FIELDS = ("focal_gamma", "step_epochs", "step_gamma", "preprocess", "trainable_stages", "eval_every_steps",
+                 "ensemble_top_k", "max_train_images")
+_DEFAULTS = {f.name: f.default for f in fields(Recipe)}
 
 
 RecipeFactory = Callable[[str], Recipe]

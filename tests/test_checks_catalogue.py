@@ -1,0 +1,94 @@
+"""Every registered check runs from Python on a small synth-cxr context, and the new checks judge correctly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from harness.checks import CheckSkipped, expect, list_checks, measure
+from harness.checks.context import ModelContext
+from harness.metrics.clustering import spectral_relevance_clusters
+from harness.models import create_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SHORTCUTS = {"chest_drain": {"p_pos": 0.9, "p_neg": 0.1}, "marker": {"p_pos": 0.3, "p_neg": 0.3}}
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    """An untrained test_resnet on 32 synth-cxr test images at 64 px: numbers are meaningless, shapes are real."""
+    import os
+
+    os.environ.setdefault("XAI_HARNESS_CACHE", str(tmp_path_factory.mktemp("cache")))
+    torch.manual_seed(0)
+    manifest = {"architecture": "test_resnet", "img_size": 64, "seed": 0, "epoch": 1,
+                "dataset": {"name": "synth-cxr", "options": {"shortcuts": SHORTCUTS}}}
+    model = create_model("test_resnet", img_size=64).eval()
+    return ModelContext("tiny", model, manifest, max_images=32, batch_size=16)
+
+
+SMALL = {"n_boot": 50}
+
+
+def test_every_registered_check_runs_as_a_python_function(ctx):
+    ran, skipped = [], {}
+    for spec in list_checks():
+        explainer = "gradient" if spec.needs_explainer else None
+        params = dict(SMALL)
+        if spec.name in ("model_randomisation", "random_logit", "spray_clusters", "perturbation_stability",
+                         "equivariance"):
+            params.update({"n_images": 8})
+        try:
+            m = measure(spec.name, ctx, explainer, **params)
+        except CheckSkipped as why:
+            assert str(why), spec.name
+            skipped[spec.name] = str(why)
+            continue
+        assert isinstance(m.value, float) and (math.isfinite(m.value) or m.n == 0), spec.name
+        ran.append(spec.name)
+    assert "checkpoint_consistency" in skipped  # no previous epoch here: a stated reason, not an error
+    assert len(ran) >= len(list_checks()) - 3, skipped
+
+
+def test_unknown_parameter_and_missing_explainer_are_clear_errors(ctx):
+    with pytest.raises(TypeError, match="valid: .*split"):
+        measure("diffgradcam", ctx, "gradient", splti="test")
+    with pytest.raises(TypeError, match="needs an explainer"):
+        measure("diffgradcam", ctx)
+
+
+def test_expect_passes_and_fails_on_the_condition(ctx):
+    result = expect("auroc", ctx, require="value >= 0.0", n_boot=50)
+    assert result.verdict.value == "pass"
+    with pytest.raises(AssertionError, match="auroc"):
+        expect("auroc", ctx, require="value >= 1.01", n_boot=50)
+
+
+def test_controls_are_judged_inverted_from_python(ctx):
+    """The random map cannot localise, so a lax condition that it passes becomes a warning."""
+    lax = expect("diffgradcam", ctx, "random", require="value >= -1.0", n_boot=50)
+    assert lax.verdict.value == "warn" and "control PASSES" in lax.message
+
+
+def test_equivariance_of_an_exactly_equivariant_explainer(ctx):
+    """The edge control is computed from the image alone: an exact flip of the image flips its map."""
+    m = measure("equivariance", ctx, "edge", transform="hflip()", n_boot=50)
+    assert m.value == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="geometric"):
+        measure("equivariance", ctx, "edge", transform="gaussian_noise(sigma=0.01)")
+
+
+def test_spray_separates_border_heat_from_lesion_heat():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(40, 1, 32, 32, generator=g) * 0.1
+    maps[:25, :, 12:20, 12:20] += 1  # heat on the lesion
+    maps[25:, :, :3, :] += 1  # heat on the top border
+    result = spectral_relevance_clusters(maps.clamp(0, 1), seed=0)
+    assert result.n_clusters == 2
+    assert sorted(torch.bincount(result.labels).tolist()) == [15, 25]
+    assert len(set(result.labels[25:].tolist())) == 1
+    border_cluster = int(result.labels[30])
+    assert all(i >= 25 for i in result.prototypes[border_cluster])
