@@ -64,6 +64,7 @@ def list_checks() -> list[CheckSpec]:
 def _import_builtin() -> None:
     from harness.checks import (  # noqa: F401  (each module registers its checks)
         consistency,
+        faithfulness,
         localisation,
         performance,
         randomisation,

@@ -18,6 +18,7 @@ from harness.checks.randomisation import similarity_fn
 from harness.checks.registry import CheckSkipped, Measurement, register_check
 from harness.data.perturbations import Perturbation, parse_perturbation
 from harness.metrics import bootstrap_ci
+from harness.metrics.robustness import sensitivity_samples
 
 
 @register_check("perturbation_stability", category="stability")
@@ -56,3 +57,45 @@ def _stability(ctx: ModelContext, explainer: str, change: Perturbation, similari
     details = {"perturbation": repr(change), "geometric": change.geometric, "similarity": similarity,
                "split": split, "n_prediction_changed": int((~kept).sum()), "n_images": int(idx.numel())}
     return Measurement(f"{similarity}_under_perturbation", boot.estimate, boot.low, boot.high, boot.n, details)
+
+
+@register_check("max_sensitivity", category="stability")
+def check_max_sensitivity(ctx: ModelContext, explainer: str, *, radius: float = 0.02, n_samples: int = 10,
+                          split: str = "test", n_images: int = 32, keep_changed: bool = False,
+                          n_boot: int = 1000, seed: int = 0) -> Measurement:
+    """Max-sensitivity (Yeh et al. 2019): largest relative map change under uniform noise of ``radius`` (lower is better)."""
+    return _sensitivity(ctx, explainer, "max", radius, n_samples, split, n_images, keep_changed, n_boot, seed)
+
+
+@register_check("avg_sensitivity", category="stability")
+def check_avg_sensitivity(ctx: ModelContext, explainer: str, *, radius: float = 0.02, n_samples: int = 10,
+                          split: str = "test", n_images: int = 32, keep_changed: bool = False,
+                          n_boot: int = 1000, seed: int = 0) -> Measurement:
+    """Avg-sensitivity (Yeh et al. 2019): mean relative map change under uniform noise of ``radius`` (lower is better)."""
+    return _sensitivity(ctx, explainer, "mean", radius, n_samples, split, n_images, keep_changed, n_boot, seed)
+
+
+def _sensitivity(ctx: ModelContext, explainer: str, how: str, radius: float, n_samples: int, split: str,
+                 n_images: int, keep_changed: bool, n_boot: int, seed: int) -> Measurement:
+    idx = positives(ctx, split)[:n_images]
+    if idx.numel() == 0:
+        raise CheckSkipped(f"no image with a lesion in split {split!r}")
+    method = ctx.explainer(explainer)
+    images = ctx.images(split)[idx].to(ctx.device)
+    samples = sensitivity_samples(
+        lambda x, t: method(ctx.model, x, t).detach(), images, ctx.target_tensor(idx.numel()).to(ctx.device),
+        maps=ctx.maps(explainer, split)[idx], n_samples=n_samples, radius=radius, batch_size=ctx.batch_size,
+        generator=torch.Generator(ctx.device).manual_seed(seed), predict_fn=_eval_logits(ctx.model))
+    values = samples.reduce(how, on_prediction_change="keep" if keep_changed else "exclude").cpu()
+    boot = bootstrap_ci(values, n_boot=n_boot, seed=seed)
+    details = {"split": split, "radius": radius, "n_samples": n_samples, "keep_changed": keep_changed,
+               "n_samples_prediction_changed": int(samples.n_changed.sum()), "n_excluded": boot.n_excluded}
+    return Measurement(f"{how}_sensitivity", boot.estimate, boot.low, boot.high, boot.n, details)
+
+
+def _eval_logits(model):
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model.eval()(x)
+
+    return predict
