@@ -76,7 +76,7 @@ def test_controls_are_judged_inverted_from_python(ctx):
 def test_equivariance_of_an_exactly_equivariant_explainer(ctx):
     """The edge control is computed from the image alone: an exact flip of the image flips its map."""
     m = measure("equivariance", ctx, "edge", transform="hflip()", n_boot=50)
-    assert m.value == pytest.approx(1.0, abs=1e-6)
+    assert m.value == pytest.approx(1.0, abs=1e-4)
     with pytest.raises(ValueError, match="geometric"):
         measure("equivariance", ctx, "edge", transform="gaussian_noise(sigma=0.01)")
 

@@ -101,6 +101,7 @@ def test_edge_cases():
     assert float(auroc(torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0, 1, 1]))) == 0.5  # all tied
     assert float(auroc(torch.tensor([0.2, 0.8]), torch.tensor([True, False]))) == 0.0
     assert math.isnan(float(sensitivity(torch.tensor([0.9, 0.1]), torch.tensor([0, 0]))))
+    assert float(auroc([0.1, 0.1 + 1e-10], [0, 1])) == 1.0  # Python floats are read as float64, not float32
     with pytest.raises(ValueError, match="shape"):
         auroc(torch.rand(4), torch.ones(5))
 

@@ -95,6 +95,9 @@ def test_paired_bootstrap_equals_reference_with_shared_indices():
     assert result.high == pytest.approx(np.percentile(diffs, 95), abs=1e-12)
     assert (result.n, result.n_boot, result.alpha) == (80, 400, 0.1)
     assert paired_bootstrap(a, b).n_boot == 1000  # the default replicate count
+    assert paired_bootstrap(a.tolist(), b.tolist(), n_boot=400, seed=5, alpha=0.1) == result  # lists stay float64
+    precise = [0.1 + 1e-12 * i for i in range(20)]
+    assert bootstrap_ci(precise).estimate == pytest.approx(float(np.mean(precise)), abs=1e-15)
 
 
 def test_paired_bootstrap_finds_a_difference_that_separate_cis_miss():

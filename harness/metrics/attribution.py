@@ -1,4 +1,4 @@
-"""Where attribution goes: the share of positive attribution inside a region (artifact, lesion, border, outside the anatomy)."""
+"""Where attribution goes: the share of positive attribution in a region (artifact, lesion, border, extrathoracic)."""
 
 from __future__ import annotations
 

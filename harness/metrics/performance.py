@@ -254,7 +254,7 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, *, n_b
 
 
 def _pair(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    s = torch.as_tensor(scores).detach().to(torch.float64)
+    s = torch.as_tensor(scores, dtype=torch.float64).detach()
     y = torch.as_tensor(labels).detach().to(s.device)
     if s.shape != y.shape:
         raise ValueError(f"scores {tuple(s.shape)} and labels {tuple(y.shape)} differ in shape")

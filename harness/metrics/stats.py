@@ -57,7 +57,7 @@ def bootstrap_ci(values: Any, *, n_boot: int = 1000, seed: int = 0, alpha: float
         interval ``[v, v]`` for a single value.
     """
     _check_options(n_boot, alpha)
-    v = torch.as_tensor(values).detach().to("cpu", torch.float64).flatten()
+    v = torch.as_tensor(values, dtype=torch.float64).detach().cpu().flatten()  # lists stay float64
     keep = ~v.isnan()
     v = v[keep]
     n, excluded = int(v.numel()), int((~keep).sum())
@@ -160,7 +160,7 @@ def paired_bootstrap(
     def difference(x: torch.Tensor, y: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(statistic(x, *rest)) - torch.as_tensor(statistic(y, *rest))
 
-    tensors = [torch.as_tensor(v) for v in (a, b)]
+    tensors = [torch.as_tensor(v, dtype=torch.float64) for v in (a, b)]  # lists stay float64
     return bootstrap_statistic(difference, *tensors, *shared, n_boot=n_boot, seed=seed, alpha=alpha,
                                batched=batched)
 

@@ -64,8 +64,10 @@ def subgroup_metric(metric: Callable[..., torch.Tensor], scores: torch.Tensor, l
     Returns:
         ``SubgroupResult``.
     """
-    s = torch.as_tensor(scores).detach().to(torch.float64).flatten()
+    s = torch.as_tensor(scores, dtype=torch.float64).detach().flatten()
     y = (torch.as_tensor(labels).detach().flatten() != 0).to(s.device)
+    if y.shape != s.shape:
+        raise ValueError(f"{s.shape[0]} scores but {y.shape[0]} labels")
     names, codes = _encode_groups(groups, s.shape[0])
     codes = torch.as_tensor(codes, device=s.device)
     values, n, n_pos = [], [], []
