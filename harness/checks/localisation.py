@@ -1,4 +1,8 @@
-"""Localisation of saliency maps against ground-truth lesion masks (seed 000, CheXlocalize)."""
+"""Localisation of saliency maps against ground-truth lesion masks (seed 000, CheXlocalize).
+
+Every check runs on the images with a non-empty lesion mask and bootstraps the per-image values;
+the per-image values are kept in the details (``per_image``) for cross-architecture statistics.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,18 @@ import torch
 
 from harness.checks.context import ModelContext
 from harness.checks.registry import Measurement, register_check
-from harness.metrics import bootstrap_ci, diffgradcam, ehr_auc, pointing_game
+from harness.metrics import (
+    bootstrap_ci,
+    diffgradcam,
+    ehr_auc,
+    energy_pointing_game,
+    localisation_auc,
+    pointing_game,
+    relevance_mass,
+    relevance_rank,
+    segmentation_iou,
+    top_k_intersection,
+)
 
 
 def positives(ctx: ModelContext, split: str) -> torch.Tensor:
@@ -17,8 +32,9 @@ def positives(ctx: ModelContext, split: str) -> torch.Tensor:
 
 def _per_image(metric: str, values: torch.Tensor, n_boot: int, seed: int, **details) -> Measurement:
     boot = bootstrap_ci(values, n_boot=n_boot, seed=seed)
+    per_image = [None if v != v else round(float(v), 5) for v in values.tolist()]
     return Measurement(metric, boot.estimate, boot.low, boot.high, boot.n,
-                       {"n_excluded": boot.n_excluded, **details})
+                       {"n_excluded": boot.n_excluded, **details, "per_image": per_image})
 
 
 @register_check("diffgradcam", category="localisation")
@@ -62,3 +78,59 @@ def dilate_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
         return mask
     k = 2 * pixels + 1
     return torch.nn.functional.max_pool2d(mask.float(), k, stride=1, padding=pixels) > 0
+
+
+@register_check("energy_pointing_game", category="localisation")
+def check_energy_pointing_game(ctx: ModelContext, explainer: str, *, split: str = "test", n_boot: int = 1000,
+                               seed: int = 0) -> Measurement:
+    """Energy-based pointing game (Wang et al. 2020, Score-CAM): share of the positive map's energy in the lesion."""
+    maps, masks, idx = _positive_maps(ctx, explainer, split, unit=False)
+    return _per_image("energy_pointing_game", energy_pointing_game(maps, masks), n_boot, seed, split=split)
+
+
+@register_check("iou", category="localisation")
+def check_iou(ctx: ModelContext, explainer: str, *, split: str = "test", threshold: float | str = "otsu",
+              n_boot: int = 1000, seed: int = 0) -> Measurement:
+    """IoU of the thresholded map with the lesion (CheXlocalize: resize, min-max, Otsu or fixed); mean = mIoU."""
+    maps, masks, idx = _positive_maps(ctx, explainer, split, unit=True)
+    values = segmentation_iou(maps, masks, threshold=threshold)
+    return _per_image("iou", values, n_boot, seed, split=split, threshold=threshold)
+
+
+@register_check("relevance_mass", category="localisation")
+def check_relevance_mass(ctx: ModelContext, explainer: str, *, split: str = "test", n_boot: int = 1000,
+                         seed: int = 0) -> Measurement:
+    """Relevance mass accuracy (Arras et al. 2022): share of positive relevance inside the lesion (raw map)."""
+    maps, masks, idx = _positive_maps(ctx, explainer, split, unit=False)
+    return _per_image("relevance_mass", relevance_mass(maps, masks), n_boot, seed, split=split)
+
+
+@register_check("relevance_rank", category="localisation")
+def check_relevance_rank(ctx: ModelContext, explainer: str, *, split: str = "test", n_boot: int = 1000,
+                         seed: int = 0) -> Measurement:
+    """Relevance rank accuracy (Arras et al. 2022): share of the top-|mask| pixels that lie in the lesion."""
+    maps, masks, idx = _positive_maps(ctx, explainer, split, unit=False)
+    return _per_image("relevance_rank", relevance_rank(maps, masks), n_boot, seed, split=split)
+
+
+@register_check("localisation_auc", category="localisation")
+def check_localisation_auc(ctx: ModelContext, explainer: str, *, split: str = "test", n_boot: int = 1000,
+                           seed: int = 0) -> Measurement:
+    """AUC of the map's pixels as scores for the lesion mask (0.5 = no preference; Quantus' AUC)."""
+    maps, masks, idx = _positive_maps(ctx, explainer, split, unit=False)
+    return _per_image("localisation_auc", localisation_auc(maps, masks), n_boot, seed, split=split)
+
+
+@register_check("top_k_intersection", category="localisation")
+def check_top_k_intersection(ctx: ModelContext, explainer: str, *, split: str = "test", k_fraction: float = 0.02,
+                             n_boot: int = 1000, seed: int = 0) -> Measurement:
+    """Top-k intersection (Theiner et al. 2022): share of the top ``k_fraction`` of pixels inside the lesion."""
+    maps, masks, idx = _positive_maps(ctx, explainer, split, unit=False)
+    k = max(1, round(k_fraction * maps[0].numel()))
+    return _per_image("top_k_intersection", top_k_intersection(maps, masks, k=k), n_boot, seed, split=split, k=k)
+
+
+def _positive_maps(ctx: ModelContext, explainer: str, split: str, *, unit: bool):
+    idx = positives(ctx, split)
+    maps = (ctx.unit_maps if unit else ctx.maps)(explainer, split)[idx]
+    return maps, ctx.dataset(split).lesion_masks[idx].any(1, keepdim=True), idx

@@ -64,14 +64,37 @@ from harness.metrics.similarity import average_ranks, pearson, spearman
 from harness.metrics.stats import BootstrapResult, bootstrap_ci, bootstrap_statistic, paired_bootstrap
 from harness.metrics.subgroups import SubgroupResult, age_bands, subgroup_metric
 
-# Modules whose public names their owners export; imported here so that their metrics are registered.
-from harness.metrics import complexity as _complexity  # noqa: E402,F401  (sparseness, complexity)
-from harness.metrics import faithfulness as _faithfulness  # noqa: E402,F401  (deletion_auc, insertion_auc)
-from harness.metrics import randomisation as _randomisation  # noqa: E402,F401  (mprt, random_logit)
-from harness.metrics import robustness as _robustness  # noqa: E402,F401  (max_sensitivity, avg_sensitivity)
-from harness.metrics import structural as _structural  # noqa: E402,F401  (ssim, hog_similarity)
+# Importing these modules registers their metrics. ``complexity`` (the function) is not re-exported: it
+# would shadow the module ``harness.metrics.complexity``.
+from harness.metrics.complexity import sparseness  # noqa: E402
+from harness.metrics.faithfulness import (  # noqa: E402
+    curve_auc,
+    deletion_auc,
+    deletion_curve,
+    insertion_auc,
+    insertion_curve,
+)
+from harness.metrics.randomisation import model_parameter_randomisation, mprt, random_logit  # noqa: E402
+from harness.metrics.robustness import avg_sensitivity, max_sensitivity, sensitivity_samples  # noqa: E402
+from harness.metrics.similarity import spearman_abs  # noqa: E402
+from harness.metrics.structural import hog_similarity, ssim  # noqa: E402
 
 __all__ = [
+    "avg_sensitivity",
+    "curve_auc",
+    "deletion_auc",
+    "deletion_curve",
+    "hog_similarity",
+    "insertion_auc",
+    "insertion_curve",
+    "max_sensitivity",
+    "model_parameter_randomisation",
+    "mprt",
+    "random_logit",
+    "sensitivity_samples",
+    "sparseness",
+    "spearman_abs",
+    "ssim",
     "METRIC_CATEGORIES",
     "AnovaResult",
     "BootstrapResult",
