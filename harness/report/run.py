@@ -24,6 +24,7 @@ from harness.report.results_file import (
     new_run_id,
     utc_now_iso,
 )
+from harness.report.comparison import compare_models
 from harness.report.summary import render_summary
 
 if TYPE_CHECKING:
@@ -167,6 +168,7 @@ class RunWriter:
             if self._finished:
                 return self.run_dir
             self._document["complete"] = complete
+            self._document["comparisons"] = _comparisons(self._document["records"])
             self._write_results()
             atomic_write_text(self.run_dir / SUMMARY_FILENAME, render_summary(self._document))
             self._finished = True
@@ -208,6 +210,15 @@ class RunWriter:
 
     def _write_results(self) -> None:
         atomic_write_json(self.results_path, self._document)
+
+
+def _comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cross-model statistics; a failure here is logged, never allowed to lose the report."""
+    try:
+        return compare_models(records)
+    except Exception:  # noqa: BLE001
+        log.exception("could not compute the cross-model comparisons")
+        return []
 
 
 def _slug(text: str) -> str:

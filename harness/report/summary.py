@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Mapping
 
+from harness.report.comparison import render_comparisons
 from harness.report.formatting import (
     FAILING_VERDICTS,
     MISSING,
@@ -48,6 +49,9 @@ def render_summary(document: Mapping[str, Any]) -> str:
     ]
     for model, model_records in groups.items():
         parts.append(_model_section(model, model_records, overlays, figures))
+    across = render_comparisons(document.get("comparisons") or [])
+    if across:
+        parts.append(across)
     unassigned = [f for f in figures if not f.get("model")]
     if unassigned:
         parts.append("## Figures\n\n" + _images(unassigned, "name"))
