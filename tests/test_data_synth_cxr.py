@@ -68,6 +68,34 @@ def test_shapes_dtypes_and_contract(splits) -> None:
         assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
 
 
+def test_finding_name_and_demographics(splits, cache) -> None:
+    for data in splits.values():
+        assert data.finding_names == ("pneumothorax",) and not data.multilabel
+        assert data.finding_index("Pneumothorax") == 0
+        assert set(data.metadata) == {"age", "sex"} and len(data.metadata["age"]) == len(data)
+        assert 12 <= float(data.metadata["age"].min()) and float(data.metadata["age"].max()) <= 95
+        assert set(data.metadata["sex"].unique().tolist()) <= {0, 1}
+    again = synth_cxr("train", cache_dir=cache, **SMALL)  # a cache hit recomputes the same metadata
+    assert torch.equal(again.metadata["age"], splits["train"].metadata["age"])
+    assert torch.equal(again.metadata["sex"], splits["train"].metadata["sex"])
+    ages = {int(p): float(a) for p, a in zip(again.patient_ids, again.metadata["age"])}
+    assert all(ages[int(p)] == float(a) for p, a in zip(again.patient_ids, again.metadata["age"]))
+
+
+def test_generator_output_is_pinned(splits) -> None:
+    """The suite's thresholds are calibrated on this generator: its output must not drift. Labels
+    and patients come from numpy streams (exact everywhere); pixel statistics get a small
+    tolerance for float differences between CPUs. Changing them needs a new GENERATOR_VERSION."""
+    import hashlib
+
+    data = splits["train"]
+    ids = hashlib.sha256(data.labels.numpy().tobytes() + data.patient_ids.numpy().tobytes()).hexdigest()
+    assert ids[:16] == "693363b2826cc671"
+    assert abs(int(data.lesion_masks.sum()) - 3301) <= 33
+    assert abs(int(data.lung_masks.sum()) - 54212) <= 270
+    assert abs(float(data.images.float().mean()) - 96.451) < 0.5
+
+
 def test_default_sizes_about_2000_plus_300() -> None:
     from harness.data.world import build_world
 

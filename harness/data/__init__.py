@@ -1,4 +1,4 @@
-"""Data stage: datasets as ImageSets (images, labels, lesion/lung/artifact masks, patients)."""
+"""Data stage: datasets as ImageSets (images, binary or multi-hot labels, per-finding masks, patients, metadata)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,12 @@ def list_datasets() -> list[str]:
 
 
 def _import_builtin() -> None:
+    import harness.data.chexpert  # noqa: F401  (registers "chexpert")
+    import harness.data.nih_cxr14  # noqa: F401  (registers "nih-cxr14")
+    import harness.data.pcam  # noqa: F401  (registers "pcam")
+    import harness.data.siim_acr  # noqa: F401  (registers "siim-acr")
     import harness.data.synth_cxr  # noqa: F401  (registers "synth-cxr")
+    import harness.data.synth_cxr14  # noqa: F401  (registers "synth-cxr14")
 
 
 __all__ = ["ImageSet", "DATASETS", "register_dataset", "load_dataset", "list_datasets"]

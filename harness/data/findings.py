@@ -81,9 +81,19 @@ def render_nodules(
     Returns:
         ``(mask, delta)``, each ``[B,1,H,W]``.
     """
-    batch, _, height, width = allowed.shape
-    margin = max(1, math.ceil(NODULE_MAX_RADIUS * width / 2))
-    inner = allowed & ~F.max_pool2d((~allowed).float(), 2 * margin + 1, 1, margin).bool()
+    mask = torch.zeros(allowed.shape, dtype=torch.bool)
+    delta = torch.zeros(allowed.shape)
+    rows = torch.nonzero(~where.isnan().all(1)).flatten()
+    if rows.numel() == 0:
+        return mask, delta
+    mask[rows], delta[rows] = _nodules(allowed[rows], where[rows], radius[rows], contrast[rows])
+    return mask, delta
+
+
+def _nodules(allowed, where, radius, contrast) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`render_nodules` for images that have at least one nodule."""
+    _, _, height, width = allowed.shape
+    inner = _erode(allowed, max(1, math.ceil(NODULE_MAX_RADIUS * width / 2)))
     inner = torch.where(inner.flatten(1).any(1)[:, None, None, None], inner, allowed)
     ys = torch.arange(height, dtype=torch.float32)[None, None, :, None] + 0.5
     xs = torch.arange(width, dtype=torch.float32)[None, None, None, :] + 0.5
@@ -92,12 +102,21 @@ def render_nodules(
     for m in range(where.shape[1]):
         present = ~where[:, m].isnan()
         row, col = _pick_pixels(inner, where[:, m].nan_to_num(0.5))
-        dist = torch.hypot(xs - (col.float() + 0.5)[:, None, None, None], ys - (row.float() + 0.5)[:, None, None, None])
+        dist = torch.hypot(xs - (col.float() + 0.5)[:, None, None, None],
+                           ys - (row.float() + 0.5)[:, None, None, None])
         r_px = (radius[:, m] * width / 2)[:, None, None, None]
         disk = (r_px - dist + 0.5).clamp(0, 1) * present[:, None, None, None]
         delta = torch.maximum(delta, contrast[:, m, None, None, None] * disk)
         mask |= disk > 0.5
     return mask, delta
+
+
+def _erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """bool ``[B,1,H,W]`` eroded by a ``(2r+1)`` square, as two 1-D max-pools of the outside."""
+    outside = (~mask).float()
+    outside = F.max_pool2d(outside, (2 * radius + 1, 1), 1, (radius, 0))
+    outside = F.max_pool2d(outside, (1, 2 * radius + 1), 1, (0, radius))
+    return mask & ~outside.bool()
 
 
 def _pick_pixels(mask: torch.Tensor, uniform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ FINDING_ALIASES = {
     "airspace_opacity": "lung_opacity",  # CheXlocalize's name for CheXpert's "Lung Opacity"
     "infiltrate": "infiltration",  # NIH's BBox_List_2017.csv vs Data_Entry_2017.csv
     "pleural_effusion": "effusion",
+    "tumor": "tumour",
 }
 
 
@@ -151,8 +152,9 @@ class ImageSet:
         )
 
 
-def _pick_ids(ids: tuple[str, ...], index: torch.Tensor, n: int) -> tuple[str, ...]:
-    rows = torch.arange(n)[torch.as_tensor(index)]
+def _pick_ids(ids: tuple[str, ...], index, n: int) -> tuple[str, ...]:
+    """The ids of the rows ``index`` selects (anything that indexes a tensor's first axis)."""
+    rows = torch.arange(n)[index]
     return tuple(ids[i] for i in rows.reshape(-1).tolist())
 
 

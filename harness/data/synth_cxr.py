@@ -82,7 +82,7 @@ def make_config(
     }
 
 
-@register_dataset("synth-cxr")
+@register_dataset("synth-cxr", category="synthetic", description="synthetic pneumothorax CXR (SIIM shapes, shortcuts)")
 def synth_cxr(
     split: str,
     *,

@@ -19,11 +19,16 @@ finding, ``male`` or ``any_finding``), and the appearance ranges ``NODULE_*``, `
 ``HEART_SCALE_*`` in :mod:`harness.data.world14` (pneumothorax reuses ``LUCENCY_RANGE`` and
 ``PLEURAL_LINE_RANGE`` of :mod:`harness.data.world`). Changing a range changes the data: bump
 ``GENERATOR_VERSION`` with it.
+
+Learnability (default options, seed 0, 64x64, 1,984 train / 433 val images): a 4-block CNN
+(16-96 channels, BatchNorm), sigmoid + BCE, Adam 1e-3, batch 32, no augmentation, one CPU
+thread, reaches validation AUROC nodule 0.973, effusion 1.000, cardiomegaly 0.994,
+pneumothorax 0.980 after 5 epochs (after 1 epoch: 0.66, 0.96, 0.92, 0.93; ~17 s per epoch).
+Nodules are the hardest finding (3-5 px wide at 64x64).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import operator
 import time
@@ -40,6 +45,7 @@ from harness.data.lesions import LesionBank, load_lesion_bank, render_pneumothor
 from harness.data.phantom import batch_factors, expose, render_anatomy
 from harness.data.shortcuts import ARTIFACTS, DEFAULT_RATE, apply_artifacts, normalise_shortcuts
 from harness.data.splits import SPLITS
+from harness.data.store import imageset_from_arrays, imageset_to_arrays
 from harness.data.texture import gaussian_blur, smooth_noise
 from harness.data.world14 import FINDINGS, PREVALENCE, World14, build_world14
 
@@ -49,6 +55,8 @@ GENERATOR_VERSION = "synth-cxr14/1"
 RENDER_CHUNK = 128
 _RENDER_STREAM = 114
 SHORTCUT_TARGETS = (*FINDINGS, "any_finding", "male")
+CALIBRATION_AUROC = {"4-block CNN, 5 epochs, seed 0": {"nodule": 0.973, "effusion": 1.000, "cardiomegaly": 0.994,
+                                                         "pneumothorax": 0.980}}  # see the module docstring
 DEFAULT_SHORTCUT_ON = {"chest_drain": "pneumothorax", "marker": "male", "border": "any_finding"}
 
 
@@ -106,14 +114,15 @@ def normalise_shortcuts14(shortcuts: dict | None) -> dict[str, dict]:
     if shortcuts is None:
         return {a: {"on": DEFAULT_SHORTCUT_ON[a], "p_pos": DEFAULT_RATE, "p_neg": DEFAULT_RATE} for a in ARTIFACTS}
     targets = {name: dict(spec).pop("on", DEFAULT_SHORTCUT_ON.get(name)) for name, spec in shortcuts.items()}
-    probs = normalise_shortcuts({name: {k: v for k, v in dict(spec).items() if k != "on"} for name, spec in shortcuts.items()})
+    probs = normalise_shortcuts({name: {k: v for k, v in dict(spec).items() if k != "on"}
+                                 for name, spec in shortcuts.items()})
     for name, target in targets.items():
         if target not in SHORTCUT_TARGETS:
             raise ValueError(f"shortcut {name!r}: 'on' must be one of {list(SHORTCUT_TARGETS)}, got {target!r}")
     return {name: {"on": targets[name], **p} for name, p in probs.items()}
 
 
-@register_dataset("synth-cxr14", category="synthetic", description="multi-label synthetic CXR (4 findings, masks, age/sex)")
+@register_dataset("synth-cxr14", category="synthetic", description="multi-label synthetic CXR (4 findings, age/sex)")
 def synth_cxr14(
     split: str,
     *,
@@ -243,51 +252,18 @@ def _b4(values: torch.Tensor) -> torch.Tensor:
 
 
 def to_arrays(images: ImageSet) -> dict[str, np.ndarray]:
-    """An ImageSet as plain arrays for the cache (masks bit-packed, config as a JSON string)."""
-    pack = lambda m: np.packbits(m.numpy(), axis=-1)  # noqa: E731
-    arrays = {
-        "images": images.images.numpy(),
-        "labels": images.labels.numpy().astype(np.uint8),
-        "patient_ids": images.patient_ids.numpy(),
-        "lesion_masks": pack(images.lesion_masks),
-        "lung_masks": pack(images.lung_masks),
-        "config": np.str_(json.dumps(images.config, sort_keys=True)),
-    }
-    arrays.update({f"artifact__{k}": pack(v) for k, v in images.artifact_masks.items()})
-    arrays.update({f"metadata__{k}": v.numpy() for k, v in images.metadata.items()})
-    return arrays
+    """An ImageSet as plain arrays for the cache (see :mod:`harness.data.store`)."""
+    return imageset_to_arrays(images)
 
 
 def from_arrays(arrays: dict[str, np.ndarray], config: dict) -> ImageSet:
-    """Rebuild an ImageSet from :func:`to_arrays` output, checking it was made from ``config``.
+    """Rebuild a cached split, checking it was made from ``config`` and has this dataset's findings.
 
     Raises:
-        ValueError: the stored config differs, or an array has the wrong shape or dtype.
+        ValueError: the stored config or findings differ, or an array breaks the ImageSet contract.
         KeyError: an array is missing.
     """
-    if json.loads(str(arrays["config"])) != config:
-        raise ValueError("stored config differs")
-    images = arrays["images"]
-    n, size, k = images.shape[0], config["size"], len(FINDINGS)
-    if images.dtype != np.uint8 or images.shape != (n, 1, size, size):
-        raise ValueError(f"images have shape {images.shape} and dtype {images.dtype}")
-
-    def unpack(key: str, channels: int = 1) -> torch.Tensor:
-        bits = np.unpackbits(arrays[key], axis=-1, count=size).astype(bool)
-        return torch.from_numpy(bits.reshape(n, channels, size, size))
-
-    if arrays["labels"].shape != (n, k) or arrays["patient_ids"].shape != (n,):
-        raise ValueError("labels or patient ids do not match the images")
-    return ImageSet(
-        images=torch.from_numpy(images),
-        labels=torch.from_numpy(arrays["labels"].astype(np.float32)),
-        lesion_masks=unpack("lesion_masks", k),
-        lung_masks=unpack("lung_masks"),
-        artifact_masks={name: unpack(f"artifact__{name}") for name in config["shortcuts"]},
-        patient_ids=torch.from_numpy(arrays["patient_ids"].astype(np.int64)),
-        name=f"synth-cxr14/{config['split']}",
-        config=config,
-        finding_names=FINDINGS,
-        metadata={"age": torch.from_numpy(arrays["metadata__age"].astype(np.float32)),
-                  "sex": torch.from_numpy(arrays["metadata__sex"].astype(np.int64))},
-    )
+    data = imageset_from_arrays(arrays, config)
+    if data.finding_names != FINDINGS or set(data.metadata) != {"age", "sex"}:
+        raise ValueError(f"stored findings {data.finding_names} or metadata {sorted(data.metadata)} differ")
+    return data

@@ -123,7 +123,10 @@ def build_world14(seed: int, n_patients: int, prevalence: dict[str, float]) -> W
 
 
 def draw_labels(
-    image_patient: np.ndarray, demographics: dict[str, np.ndarray], prevalence: dict[str, float], rng: np.random.Generator
+    image_patient: np.ndarray,
+    demographics: dict[str, np.ndarray],
+    prevalence: dict[str, float],
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """int64 ``[N, K]`` multi-hot labels from the logistic co-occurrence model (module docstring)."""
     age_z = (demographics["age"][image_patient] - AGE_MEAN) / AGE_SD
