@@ -110,7 +110,7 @@ class HarnessSession:
         for c in clusters:
             flag = "FLAGGED: heat outside the lungs" if c["flagged"] else "anatomy"
             title = (f"{ctx.name}, {explainer}, SpRAy cluster {c['cluster']} ({c['size']} images; {flag}, "
-                     f"outside-lung share {c['outside_lungs_share']:.2f})")
+                     f"outside-lung density {c['outside_lungs_density']:.2f}x uniform)")
             self.new_overlays.append(self._overlay(ctx, explainer, split, torch.tensor(c["prototypes"]),
                                                    f"{explainer}-spray{c['cluster']}", title))
 

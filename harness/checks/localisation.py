@@ -84,7 +84,7 @@ def dilate_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
 def check_energy_pointing_game(ctx: ModelContext, explainer: str, *, split: str = "test", n_boot: int = 1000,
                                seed: int = 0) -> Measurement:
     """Energy-based pointing game (Wang et al. 2020, Score-CAM): share of the positive map's energy in the lesion."""
-    maps, masks, idx = _positive_maps(ctx, explainer, split, unit=False)
+    maps, masks, idx = _positive_maps(ctx, explainer, split)
     return _per_image("energy_pointing_game", energy_pointing_game(maps, masks), n_boot, seed, split=split)
 
 
@@ -92,7 +92,7 @@ def check_energy_pointing_game(ctx: ModelContext, explainer: str, *, split: str 
 def check_iou(ctx: ModelContext, explainer: str, *, split: str = "test", threshold: float | str = "otsu",
               n_boot: int = 1000, seed: int = 0) -> Measurement:
     """IoU of the thresholded map with the lesion (CheXlocalize: resize, min-max, Otsu or fixed); mean = mIoU."""
-    maps, masks, idx = _positive_maps(ctx, explainer, split, unit=True)
+    maps, masks, idx = _positive_maps(ctx, explainer, split)
     values = segmentation_iou(maps, masks, threshold=threshold)
     return _per_image("iou", values, n_boot, seed, split=split, threshold=threshold)
 
@@ -100,8 +100,8 @@ def check_iou(ctx: ModelContext, explainer: str, *, split: str = "test", thresho
 @register_check("relevance_mass", category="localisation")
 def check_relevance_mass(ctx: ModelContext, explainer: str, *, split: str = "test", n_boot: int = 1000,
                          seed: int = 0) -> Measurement:
-    """Relevance mass accuracy (Arras et al. 2022): share of positive relevance inside the lesion (raw map)."""
-    maps, masks, idx = _positive_maps(ctx, explainer, split, unit=False)
+    """Relevance mass accuracy (Arras et al. 2022): share of the [0,1] map's relevance inside the lesion."""
+    maps, masks, idx = _positive_maps(ctx, explainer, split)
     return _per_image("relevance_mass", relevance_mass(maps, masks), n_boot, seed, split=split)
 
 
@@ -109,7 +109,7 @@ def check_relevance_mass(ctx: ModelContext, explainer: str, *, split: str = "tes
 def check_relevance_rank(ctx: ModelContext, explainer: str, *, split: str = "test", n_boot: int = 1000,
                          seed: int = 0) -> Measurement:
     """Relevance rank accuracy (Arras et al. 2022): share of the top-|mask| pixels that lie in the lesion."""
-    maps, masks, idx = _positive_maps(ctx, explainer, split, unit=False)
+    maps, masks, idx = _positive_maps(ctx, explainer, split)
     return _per_image("relevance_rank", relevance_rank(maps, masks), n_boot, seed, split=split)
 
 
@@ -117,7 +117,7 @@ def check_relevance_rank(ctx: ModelContext, explainer: str, *, split: str = "tes
 def check_localisation_auc(ctx: ModelContext, explainer: str, *, split: str = "test", n_boot: int = 1000,
                            seed: int = 0) -> Measurement:
     """AUC of the map's pixels as scores for the lesion mask (0.5 = no preference; Quantus' AUC)."""
-    maps, masks, idx = _positive_maps(ctx, explainer, split, unit=False)
+    maps, masks, idx = _positive_maps(ctx, explainer, split)
     return _per_image("localisation_auc", localisation_auc(maps, masks), n_boot, seed, split=split)
 
 
@@ -125,12 +125,16 @@ def check_localisation_auc(ctx: ModelContext, explainer: str, *, split: str = "t
 def check_top_k_intersection(ctx: ModelContext, explainer: str, *, split: str = "test", k_fraction: float = 0.02,
                              n_boot: int = 1000, seed: int = 0) -> Measurement:
     """Top-k intersection (Theiner et al. 2022): share of the top ``k_fraction`` of pixels inside the lesion."""
-    maps, masks, idx = _positive_maps(ctx, explainer, split, unit=False)
+    maps, masks, idx = _positive_maps(ctx, explainer, split)
     k = max(1, round(k_fraction * maps[0].numel()))
     return _per_image("top_k_intersection", top_k_intersection(maps, masks, k=k), n_boot, seed, split=split, k=k)
 
 
-def _positive_maps(ctx: ModelContext, explainer: str, split: str, *, unit: bool):
+def _positive_maps(ctx: ModelContext, explainer: str, split: str):
+    """The explainer's [0,1] view (ReLU for CAMs, magnitude for gradients) and lesion masks of the positives.
+
+    The view matters: a pneumothorax is a lucency, so the raw input gradient is negative on it; raw
+    signed maps would score a perfectly localised gradient as anti-localised.
+    """
     idx = positives(ctx, split)
-    maps = (ctx.unit_maps if unit else ctx.maps)(explainer, split)[idx]
-    return maps, ctx.dataset(split).lesion_masks[idx].any(1, keepdim=True), idx
+    return ctx.unit_maps(explainer, split)[idx], ctx.dataset(split).lesion_masks[idx].any(1, keepdim=True), idx

@@ -127,11 +127,12 @@ def check_artifact_addition(ctx: ModelContext, explainer: str | None = None, *, 
 def check_outside_anatomy_attribution(ctx: ModelContext, explainer: str, *, region: str = "outside_lungs",
                                       border: float = 0.08, split: str = "test", n_boot: int = 1000,
                                       seed: int = 0) -> Measurement:
-    """Share of positive attribution outside the lungs or in the image border (seed 001's extrathoracic bias).
+    """Attribution density outside the lungs or in the image border relative to a uniform map (extrathoracic bias).
 
-    ``region``: ``outside_lungs`` (everything but the lung fields) or ``border`` (a frame of
-    ``border`` x the image side). Measured on the positive predictions; ``share_over_area`` > 1
-    means the heat is denser there than a uniform map's.
+    Seed 001 flags heat in corners and borders. The value is (share of the [0,1] map in the region) /
+    (region's area fraction), averaged over positive predictions: 1 = as dense as a uniform map,
+    > 1 = the heat concentrates there. ``region``: ``outside_lungs`` (everything but the lung
+    fields) or ``border`` (a frame of ``border`` x the image side).
     """
     data = ctx.dataset(split)
     idx = torch.nonzero(ctx.probs(split) >= 0.5).flatten()
@@ -140,10 +141,10 @@ def check_outside_anatomy_attribution(ctx: ModelContext, explainer: str, *, regi
     mask = _attention_region(data, region, border)[idx]
     shares = region_share(ctx.unit_maps(explainer, split)[idx], mask)
     area = mask.float().mean(dim=(1, 2, 3))
-    boot = bootstrap_ci(shares, n_boot=n_boot, seed=seed)
+    boot = bootstrap_ci(shares / area, n_boot=n_boot, seed=seed)
     details = {"region": region, "split": split, "mean_area_fraction": float(area.mean()),
-               "share_over_area": float((shares / area).nanmean())}
-    return Measurement(f"attribution_share[{region}]", boot.estimate, boot.low, boot.high, boot.n, details)
+               "mean_share": float(shares.nanmean())}
+    return Measurement(f"attribution_density[{region}]", boot.estimate, boot.low, boot.high, boot.n, details)
 
 
 def _attention_region(data, region: str, border: float) -> torch.Tensor:
@@ -160,13 +161,13 @@ def _attention_region(data, region: str, border: float) -> torch.Tensor:
 
 @register_check("spray_clusters", category="shortcut")
 def check_spray_clusters(ctx: ModelContext, explainer: str, *, split: str = "test", n_images: int = 256,
-                         max_clusters: int = 6, outside_share: float = 0.5, n_boot: int = 1000,
+                         max_clusters: int = 6, outside_density: float = 1.0, n_boot: int = 1000,
                          seed: int = 0) -> Measurement:
     """SpRAy (Lapuschkin et al. 2019): share of positive predictions in clusters whose heat sits outside the lungs.
 
-    The maps of positive predictions are clustered spectrally; a cluster is flagged when its mean
-    attribution share outside the lungs exceeds ``outside_share``. Prototype members of every cluster
-    are drawn in the report for a human to inspect.
+    The maps of positive predictions are clustered spectrally; a cluster is flagged when its heat
+    outside the lungs is denser than a uniform map's by ``outside_density`` (share / area). Prototype
+    members of every cluster are drawn in the report for a human to inspect.
     """
     data = ctx.dataset(split)
     idx = torch.nonzero(ctx.probs(split) >= 0.5).flatten()[:n_images]
@@ -174,18 +175,19 @@ def check_spray_clusters(ctx: ModelContext, explainer: str, *, split: str = "tes
         raise CheckSkipped(f"SpRAy needs at least 3 positive predictions in split {split!r}, got {idx.numel()}")
     maps = ctx.unit_maps(explainer, split)[idx]
     clusters = spectral_relevance_clusters(maps, max_clusters=max_clusters, seed=seed)
-    outside = region_share(maps, ~data.lung_masks[idx])
+    outside_mask = ~data.lung_masks[idx]
+    density = region_share(maps, outside_mask) / outside_mask.float().mean(dim=(1, 2, 3))
     summary, flagged = [], torch.zeros(idx.numel(), dtype=torch.bool)
     for c, protos in enumerate(clusters.prototypes):
         members = clusters.labels == c
-        share = float(outside[members].nanmean())
+        value = float(density[members].nanmean())
         artifacts = {name: float(region_share(maps[members], m[idx][members]).nanmean())
                      for name, m in data.artifact_masks.items() if bool(m[idx][members].any())}
-        summary.append({"cluster": c, "size": int(members.sum()), "outside_lungs_share": share,
-                        "artifact_shares": artifacts, "flagged": share > outside_share,
+        summary.append({"cluster": c, "size": int(members.sum()), "outside_lungs_density": value,
+                        "artifact_shares": artifacts, "flagged": value > outside_density,
                         "prototypes": idx[protos].tolist()})
-        flagged |= members & (share > outside_share)
+        flagged |= members & (value > outside_density)
     boot = bootstrap_ci(flagged.double(), n_boot=n_boot, seed=seed)
     details = {"split": split, "n_clusters": clusters.n_clusters, "eigenvalues": clusters.eigenvalues,
-               "clusters": summary, "outside_share": outside_share}
+               "clusters": summary, "outside_density": outside_density}
     return Measurement("share_in_offanatomy_clusters", boot.estimate, boot.low, boot.high, boot.n, details)
