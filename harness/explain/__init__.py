@@ -29,15 +29,15 @@ from harness.explain.base import (
     unit_view,
 )
 from harness.explain.controls import ConstantMap, EdgeMap, RandomMap  # importing a module registers its explainers
-from harness.explain.gradcam import CAMExplainer, GradCAM, GradCAMPlusPlus, layer_view
+from harness.explain.gradcam import CAMExplainer, GradCAM, GradCAMPlusPlus, ScoreCAM, layer_view
 from harness.explain.gradient import (
     GradientExplainer,
     GradientXInput,
+    GuidedBackprop,
     InputGradient,
     IntegratedGradients,
     SmoothGrad,
 )
-from harness.explain.guided import GuidedBackprop
 from harness.explain.library import (
     EigenCAM,
     HiResCAM,
@@ -48,7 +48,6 @@ from harness.explain.library import (
     XGradCAM,
 )
 from harness.explain.lrp import LRPEpsilonGammaBox, LRPEpsilonPlusFlat, LRPExplainer
-from harness.explain.scorecam import ScoreCAM
 
 
 def create_explainer(name: str, **options: object) -> Explainer:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from harness.explain.base import Explainer, check_targets, model_attr, register_explainer
+from harness.explain.base import Explainer, check_targets, model_attr, register_explainer, target_scores
 from harness.explain.gradcam import paper_upsample
 from harness.explain.hooks import eval_mode, gradients_enabled, preserved_grads, usable_images
 
@@ -56,23 +56,28 @@ class LibraryCAM(Explainer):
                 model=model, target_layers=[layer], reshape_transform=reshape
             )
             try:
-                recorded = record_cam_images(cam)
+                recorded = record_cam_images(cam, self.adjust)
                 maps = cam(input_tensor=usable_images(images), targets=per_sample)
+                target_scores(cam.outputs.detach(), targets)  # range check, also where the method ignores targets
             finally:
                 cam.activations_and_grads.release()
         signed = torch.from_numpy(np.ascontiguousarray(recorded[0], dtype=np.float32))
         return signed[:, None].to(images.device), torch.from_numpy(maps)[:, None].to(images.device)
 
+    def adjust(self, cams: np.ndarray) -> np.ndarray:
+        """Hook on the library's signed CAMs ``[B,h,w]`` before its ReLU; the identity by default."""
+        return cams
 
-def record_cam_images(cam: Any) -> list[np.ndarray]:
-    """Record every signed CAM ``cam.get_cam_image`` returns (patched on this instance only)."""
+
+def record_cam_images(cam: Any, adjust: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
+    """Patch ``cam.get_cam_image`` (this instance only) to ``adjust`` and record each signed CAM."""
     recorded: list[np.ndarray] = []
     original = cam.get_cam_image
 
     def recording(*args: Any, **kwargs: Any) -> np.ndarray:
         image = original(*args, **kwargs)
-        recorded.append(image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image)
-        return image
+        recorded.append(adjust(image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image))
+        return recorded[-1]
 
     cam.get_cam_image = recording
     return recorded
@@ -132,11 +137,33 @@ class EigenCAM(LibraryCAM):
     """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020): projection of the activations on their first principal component.
 
     **Ignores the target**: the map is the same for every class (it shows what the layer
-    responds to, not why a class scored). No gradients are computed. The SVD's sign is arbitrary
-    (the library corrects nothing), so the ReLU view may highlight the complement of what the
-    layer responds to; on a 1x1 feature map the centred activations vanish and the map is constant.
+    responds to, not why a class scored). No gradients are computed. On a 1x1 feature map the
+    centred activations vanish and the map is constant.
+
+    The sign of a principal component is arbitrary, and the library's ``EigenCAM`` keeps whatever
+    its SVD returns: measured on a trained toy CNN, one lesion image in four came back inverted, so
+    the ReLU view highlighted everything but the lesion. With ``orient`` (default) each projection
+    is flipped where ``|min| > |max|``, the sign correction of Seg-Eigen-CAM (Chung & Ying, Appl.
+    Sci. 2025; the library's ``get_2d_projection_with_sign_correction``): the more extreme side,
+    usually the small salient region, is positive. A heuristic, not a guarantee.
+
+    Args:
+        orient: orient the sign as above; False keeps the library's sign.
     """
 
     name = "eigencam"
-    description = "Eigen-CAM via pytorch-grad-cam 1.5.7 (first principal component; ignores the target)"
+    description = "Eigen-CAM via pytorch-grad-cam 1.5.7 (first principal component, sign corrected; ignores target)"
     library_class = "EigenCAM"
+
+    def __init__(self, *, orient: bool = True) -> None:
+        self.orient = bool(orient)
+
+    def adjust(self, cams: np.ndarray) -> np.ndarray:
+        return oriented(cams) if self.orient else cams
+
+
+def oriented(projections: np.ndarray) -> np.ndarray:
+    """Flip each projection ``[B,h,w]`` whose most extreme value is negative (``|min| > |max|``)."""
+    flat = projections.reshape(projections.shape[0], -1)
+    sign = np.where(np.abs(flat.min(axis=1)) > np.abs(flat.max(axis=1)), -1.0, 1.0).astype(projections.dtype)
+    return projections * sign[:, None, None]

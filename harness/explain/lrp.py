@@ -10,6 +10,7 @@ from torch import nn
 from harness.explain.base import Explainer, ExplainerUnsupported, register_explainer, target_scores
 from harness.explain.hooks import eval_mode, gradients_enabled, usable_images
 from harness.models.architectures import ClassifierNet, is_token_model
+from harness.models.preprocess import Preprocess
 
 #: The z-score preprocessing's ``eps`` (``harness.models.preprocess.zscore``): ``(x - mean) / (std + eps)``.
 ZSCORE_EPS = 1e-6
@@ -29,21 +30,25 @@ def lrp_backbone(model: nn.Module) -> nn.Module:
 def backbone_input(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(z, low, high)``: the backbone's input and the [0,1] pixel range mapped into its space.
 
-    A ClassifierNet feeds its backbone ``z = (p - mean) / std`` with ``p = preprocess(images)`` (in
-    [0,1]) and either the fixed mean/std or, for z-scoring preprocessing, each image's own; ``low``
-    and ``high`` are the images of 0 and 1 under that map (the box of the z^B rule). Any other model
-    is its own backbone on the raw images, bounds 0 and 1. Pixels map one to one, so the relevance
-    of ``z[i]`` is the relevance of pixel ``i``.
+    A ClassifierNet feeds its backbone ``z = (q - mean) / std``, where ``q`` is the [0,1] image
+    after any CLAHE, and mean/std are either the fixed 0.5/0.25 or, for z-scoring preprocessing,
+    each image's own; ``low`` and ``high`` are the images of 0 and 1 under that map (the box of the
+    z^B rule). Any other model is its own backbone on the raw images, bounds 0 and 1. Pixels map one
+    to one, so the relevance of ``z[i]`` is the relevance of pixel ``i``.
     """
     if not isinstance(model, ClassifierNet):
         return images, torch.zeros_like(images[:1]), torch.ones_like(images[:1])
-    p = model.preprocess(images) if hasattr(model, "preprocess") else images
-    if getattr(getattr(model, "preprocess", None), "standardises", False):
-        mean = p.mean(dim=(1, 2, 3), keepdim=True)
-        std = p.std(dim=(1, 2, 3), keepdim=True, unbiased=False) + ZSCORE_EPS
+    preprocess = getattr(model, "preprocess", None)
+    if preprocess is None:
+        q, standardise = images, False
+    else:  # the [0,1] image before z-scoring: the same preprocessing without it
+        q, standardise = Preprocess("clahe" if "clahe" in preprocess.kind else "none")(images), preprocess.standardises
+    if standardise:
+        mean = q.mean(dim=(1, 2, 3), keepdim=True)
+        std = q.std(dim=(1, 2, 3), keepdim=True, unbiased=False) + ZSCORE_EPS
     else:
         mean, std = model.input_mean, model.input_std
-    return (p - mean) / std, (0 - mean) / std, (1 - mean) / std
+    return (q - mean) / std, (0 - mean) / std, (1 - mean) / std
 
 
 def is_plain_sequential(module: nn.Module) -> bool:
@@ -80,8 +85,9 @@ def unsupported_reason(backbone: nn.Module) -> str:
     if is_token_model(backbone):
         why = "zennit 0.5.1 has no LRP rules for attention, LayerNorm or GELU (vision transformers)"
     elif type(backbone).__module__.startswith("timm.") and type(backbone).__name__ == "ResNet":
-        why = ("its residual additions are plain tensor ops; zennit's ResNetCanonizer recognises torchvision's "
-               "BasicBlock/Bottleneck only, so relevance is not conserved (measured 8-337x the logit)")
+        why = ("its residual additions are plain tensor ops that zennit's ResNetCanonizer (torchvision "
+               "BasicBlock/Bottleneck only) cannot route through a Sum rule: each one doubles the relevance "
+               "(2^blocks x the logit with live residual branches; 8-337x measured on trained models)")
     elif "densenet" in type(backbone).__name__.lower():
         why = "zennit 0.5.1 has no DenseNet canonizer (concatenations, BatchNorm before convolution)"
     else:
@@ -105,8 +111,9 @@ class LRPExplainer(Explainer):
     """LRP (Bach et al., PLoS ONE 2015) with a zennit composite; relevance of the target logit.
 
     The backward starts from the target logit itself, so the input relevance sums to it. Rules
-    run on the backbone's input space: a ClassifierNet's fixed ``(x - 0.5) / 0.25`` normalisation
-    is applied first and the relevance of each normalised pixel is that pixel's relevance.
+    run on the backbone's input space: a ClassifierNet's input transform (fixed ``(x - 0.5) / 0.25``
+    or per-image z-scoring, see :func:`backbone_input`) is applied first, and the relevance of each
+    transformed pixel is that pixel's relevance. Multi-channel relevance is summed over channels.
     Unsupported structures (timm ResNets, DenseNets, ViTs, anything but torchvision ResNet/VGG and
     plain ``nn.Sequential`` CNNs) raise :class:`ExplainerUnsupported` before any work. Biases are
     left out of the rules by default (zennit ``zero_params=["bias"]``), so relevance is conserved
@@ -163,8 +170,10 @@ class LRPExplainer(Explainer):
 
 @register_explainer
 class LRPEpsilonPlusFlat(LRPExplainer):
-    """LRP composite EpsilonPlusFlat (Kohlbrenner et al. 2020): flat rule on the first layer,
-    z+ on the other convolutions, epsilon on dense layers."""
+    """LRP with zennit's EpsilonPlusFlat composite (Kohlbrenner et al. 2020).
+
+    Flat rule on the first layer, z+ on the other convolutions, epsilon on dense layers.
+    """
 
     name = "lrp_epsilon_plus_flat"
     description = "LRP EpsilonPlusFlat via zennit 0.5.1 (torchvision ResNet/VGG, plain Sequential CNNs)"
@@ -177,9 +186,11 @@ class LRPEpsilonPlusFlat(LRPExplainer):
 
 @register_explainer
 class LRPEpsilonGammaBox(LRPExplainer):
-    """LRP composite EpsilonGammaBox (Montavon et al. 2019): z^B box rule on the first layer with
-    the pixel bounds of [0,1] images mapped into the backbone's input space, gamma on the other
-    convolutions, epsilon on dense layers.
+    """LRP with zennit's EpsilonGammaBox composite (Montavon et al. 2019).
+
+    z^B box rule on the first layer, bounded by the pixel range [0,1] mapped into the backbone's
+    input space (``-2..2`` under ClassifierNet's ``(x - 0.5) / 0.25``; per image under z-scoring),
+    gamma on the other convolutions, epsilon on dense layers.
 
     Args:
         gamma: the gamma rule's weight on positive contributions (zennit default 0.25).
