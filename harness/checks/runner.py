@@ -10,6 +10,7 @@ from harness.checks.condition import Condition
 from harness.checks.context import ModelContext
 from harness.checks.registry import CheckSkipped, get_check
 from harness.checks.result import CheckResult, Verdict
+from harness.explain.base import ExplainerUnsupported
 
 
 def run_check(ctx: ModelContext, *, suite: str, check_id: str, check: str, explainer: str | None,
@@ -22,7 +23,7 @@ def run_check(ctx: ModelContext, *, suite: str, check_id: str, check: str, expla
                 direction=condition.direction, gate_on=condition.gate_on, seed=seed)
     try:
         m = spec.fn(ctx, explainer, **params)
-    except CheckSkipped as why:
+    except (CheckSkipped, ExplainerUnsupported) as why:
         return CheckResult(metric=check, value=math.nan, ci_low=math.nan, ci_high=math.nan,
                            verdict=Verdict.SKIP, n=0, message=str(why), **base)
     verdict = condition.judge(m.value, m.ci_low, m.ci_high)
