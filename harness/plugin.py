@@ -35,6 +35,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--report-dir", default="reports", metavar="DIR", help="where run reports are written")
     group.addoption("--max-images", type=int, default=None, metavar="N",
                     help="cap on test images per split (default: the suite's max_images, else all)")
+    group.addoption("--finding", default=None, metavar="NAME",
+                    help="multi-label models: the finding whose scores, maps and masks the checks read")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -92,6 +94,7 @@ def session_of(config: pytest.Config):
             checkpoint=config.getoption("checkpoint"),
             checkpoint_dir=config.getoption("checkpoint_dir"),
             max_images=config.getoption("max_images"),
+            finding=config.getoption("finding"),
         )
     return config.stash[SESSION]
 

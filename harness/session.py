@@ -26,13 +26,15 @@ class HarnessSession:
     """Shared state of one run: model contexts, the run directory, overlays already drawn."""
 
     def __init__(self, *, profile: str | None = None, checkpoint: str | None = None,
-                 checkpoint_dir: str | None = None, max_images: int | None = None) -> None:
+                 checkpoint_dir: str | None = None, max_images: int | None = None,
+                 finding: str | None = None) -> None:
         from harness.models import CheckpointStore, default_profile
 
         self.profile = profile or default_profile()
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.store = CheckpointStore(checkpoint_dir)
         self.max_images = max_images
+        self.finding = finding
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._contexts: dict[str, ModelContext] = {}
         self._overlays: set[tuple[str, str]] = set()
@@ -69,7 +71,19 @@ class HarnessSession:
         def load_previous():
             return None if previous is None else load_checkpoint(previous)[0].to(self.device).eval()
 
-        return ModelContext(model, net.to(self.device).eval(), manifest, load_previous, max_images)
+        def load_seed(seed: int):
+            if self.checkpoint and model == self.checkpoint_name:
+                return None
+            from dataclasses import replace
+
+            from harness.models.zoo import get_zoo_entry
+
+            entry = replace(get_zoo_entry(model), seed=seed)
+            run = ensure_trained(entry, profile=self.profile, store=self.store, progress=True)
+            return load_checkpoint(run.checkpoint())[0].to(self.device).eval()
+
+        return ModelContext(model, net.to(self.device).eval(), manifest, load_previous, max_images,
+                            finding=self.finding, load_seed=load_seed)
 
     def run_item(self, suite: Suite, check: SuiteCheck, model: str, explainer: str | None) -> CheckResult:
         """Run one collected item; exceptions become verdict ``error`` with the exception text."""
@@ -101,7 +115,7 @@ class HarnessSession:
         if key in self._overlays:
             return
         self._overlays.add(key)
-        idx = torch.nonzero(ctx.dataset(split).labels == 1).flatten()[:N_OVERLAY_CASES]
+        idx = torch.nonzero(ctx.labels(split) == 1).flatten()[:N_OVERLAY_CASES]
         self.new_overlays.append(self._overlay(ctx, explainer, split, idx, explainer,
                                                f"{ctx.name} ({ctx.architecture}), {explainer}, {split} positives"))
 
@@ -118,13 +132,13 @@ class HarnessSession:
         from harness.report import Overlay
 
         data = ctx.dataset(split)
-        lesions = data.lesion_masks[idx].any(1, keepdim=True)  # every finding's mask in one outline
+        lesions = ctx.lesion_masks(split)[idx]
         artifacts = torch.zeros_like(lesions)
         for mask in data.artifact_masks.values():
             artifacts |= mask[idx]
         return Overlay(model=ctx.name, explainer=label, images=data.as_float()[idx],
                        maps01=ctx.unit_maps(explainer, split)[idx], lesion_masks=lesions, artifact_masks=artifacts,
-                       labels=data.labels[idx], scores=ctx.probs(split)[idx], title=title)
+                       labels=ctx.labels(split)[idx], scores=ctx.scores(split)[idx], title=title)
 
 
 def previous_checkpoint(weights: Path) -> Path | None:

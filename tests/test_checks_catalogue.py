@@ -50,8 +50,10 @@ def test_every_registered_check_runs_as_a_python_function(ctx):
         assert isinstance(m.value, float) and m.metric and isinstance(m.details, dict), spec.name
         ran.append(spec.name)
         undefined += [] if math.isfinite(m.value) else [spec.name]
-    assert "checkpoint_consistency" in skipped  # no previous epoch here: a stated reason, not an error
-    assert len(ran) >= len(list_checks()) - 4, skipped
+    # each skip is expected here and states its reason (no previous epoch, no other seed, a binary
+    # model, an untrained model that predicts no positive)
+    assert set(skipped) == {"checkpoint_consistency", "seed_consistency", "macro_auroc",
+                            "outside_anatomy_attribution", "spray_clusters"}, skipped
     # an untrained model predicts no positive: precision and its kin are undefined (NaN), not errors
     assert set(undefined) <= {"precision", "f1", "spray_clusters", "outside_anatomy_attribution"}, undefined
 
@@ -95,3 +97,17 @@ def test_spray_separates_border_heat_from_lesion_heat():
     assert len(set(result.labels[25:].tolist())) == 1
     border_cluster = int(result.labels[30])
     assert all(i >= 25 for i in result.prototypes[border_cluster])
+
+
+def test_seed_consistency_compares_with_the_other_seed_and_skips_without_one(ctx):
+    import dataclasses
+
+    twin = dataclasses.replace(ctx, load_seed=lambda seed: ctx.model, _maps={}, _probs={}, _datasets={})
+    same = measure("seed_consistency", twin, "gradient", n_boot=50)
+    assert same.value == pytest.approx(1.0) and same.details["seeds"] == [0, 1]
+    torch.manual_seed(5)
+    other = create_model("test_resnet", img_size=64).eval()
+    different = dataclasses.replace(ctx, load_seed=lambda seed: other, _maps={}, _probs={}, _datasets={})
+    assert measure("seed_consistency", different, "gradient", n_boot=50).value < 0.9
+    with pytest.raises(CheckSkipped, match="not a zoo model"):
+        measure("seed_consistency", ctx, "gradient", n_boot=50)

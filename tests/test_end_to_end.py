@@ -25,11 +25,11 @@ def run_suite(model: str, report_dir: Path) -> tuple[subprocess.CompletedProcess
     return proc, results["records"]
 
 
-def test_resnet18_passes_the_pneumothorax_suite_in_all_six_categories(tmp_path):
+def test_resnet18_passes_the_pneumothorax_suite_in_every_category(tmp_path):
     proc, records = run_suite("resnet18", tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert {r["category"] for r in records} == {"performance", "localisation", "randomisation", "stability",
-                                                 "checkpoint_consistency", "shortcut"}
+                                                 "checkpoint_consistency", "shortcut", "faithfulness"}
     assert not [r for r in records if r["verdict"] in ("fail", "error")]
     assert list((tmp_path / "latest" / "overlays").glob("*.png"))
 
@@ -42,4 +42,5 @@ def test_resnet18_shortcut_fails_on_shortcuts_while_performance_passes(tmp_path)
     assert performance and set(performance) == {"pass"}, verdict  # accuracy alone hides the shortcut
     assert verdict[("shortcut_chest_drain_removal", "-")] == "fail", verdict
     assert verdict[("shortcut_decorrelated_auroc_drop", "-")] == "fail", verdict
+    assert verdict[("shortcut_chest_drain_addition", "-")] == "fail", verdict  # adding a drain alone raises P
     assert verdict[("shortcut_marker_removal", "-")] == "pass", verdict  # it learned the drain, not the marker

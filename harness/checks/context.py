@@ -32,16 +32,22 @@ class ModelContext:
         model: the loaded ClassifierNet (evaluated in eval mode).
         manifest: its checkpoint manifest (architecture, dataset, recipe, seed, epoch...).
         load_previous: returns the previous epoch's model of the same run, or None if there is none.
+        load_seed: returns the same zoo model trained with another seed (training it on first use),
+            or None where that is impossible (an external checkpoint).
         max_images: cap on images per split (None = all), the first ones in dataset order.
         batch_size: batch size for inference and explanations.
+        finding: for a multi-label model, the finding whose score, maps and masks the checks read
+            (default: the only finding; a model with several needs one, e.g. ``--finding effusion``).
     """
 
     name: str
     model: nn.Module
     manifest: dict[str, Any]
     load_previous: Callable[[], nn.Module | None] = lambda: None
+    load_seed: Callable[[int], nn.Module | None] = lambda seed: None
     max_images: int | None = None
     batch_size: int = 64
+    finding: str | None = None
     _datasets: dict[str, ImageSet] = field(default_factory=dict, repr=False)
     _probs: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict, repr=False)
     _maps: dict[tuple[int, str, str], torch.Tensor] = field(default_factory=dict, repr=False)
@@ -70,9 +76,40 @@ class ModelContext:
         finally:
             self.model.train(was_training)
 
+    @property
+    def multilabel(self) -> bool:
+        return bool(getattr(self.model, "multilabel", False))
+
+    @cached_property
+    def target_class(self) -> int:
+        """The logit explained and scored: the positive class, or the finding's index (multi-label)."""
+        if not self.multilabel:
+            return POSITIVE_CLASS
+        data = self.dataset("test")
+        if self.finding is None and len(data.finding_names) != 1:
+            raise ValueError(f"multi-label model {self.name!r}: choose the finding to check with --finding "
+                             f"(one of {', '.join(data.finding_names)})")
+        return data.finding_index(self.finding) if self.finding else 0
+
     def target_tensor(self, n: int) -> torch.Tensor:
-        """The explained class (the positive class) for ``n`` images, int64 ``[n]``."""
-        return torch.full((n,), POSITIVE_CLASS, dtype=torch.long)
+        """The explained class for ``n`` images, int64 ``[n]``."""
+        return torch.full((n,), self.target_class, dtype=torch.long)
+
+    def scores(self, split: str, model: nn.Module | None = None) -> torch.Tensor:
+        """``[N]`` probability of the checked finding (the positive class for binary models)."""
+        probs = self.probs(split, model)
+        return probs[:, self.target_class] if probs.ndim == 2 else probs
+
+    def labels(self, split: str) -> torch.Tensor:
+        """``[N]`` labels of the checked finding (1 = present)."""
+        labels = self.dataset(split).labels
+        return labels[:, self.target_class] if labels.ndim == 2 else labels
+
+    def lesion_masks(self, split: str) -> torch.Tensor:
+        """bool ``[N,1,H,W]`` ground-truth masks of the checked finding."""
+        masks = self.dataset(split).lesion_masks
+        k = self.target_class if self.multilabel else 0
+        return masks[:, k:k + 1] if masks.shape[1] > 1 else masks
 
     def dataset(self, split: str, **overrides: Any) -> ImageSet:
         """The model's own dataset configuration (as trained), at the model's resolution.
@@ -94,7 +131,7 @@ class ModelContext:
         return self.dataset(split).as_float()
 
     def probs(self, split: str, model: nn.Module | None = None) -> torch.Tensor:
-        """Probability of the positive class, ``[N]`` on the CPU."""
+        """Probability of the positive class ``[N]`` (multi-label: of every finding, ``[N,K]``), on the CPU."""
         model = model or self.model
         key = (id(model), split)
         if key not in self._probs:
@@ -105,12 +142,13 @@ class ModelContext:
         return _explainer(name)
 
     def maps(self, explainer: str, split: str, model: nn.Module | None = None) -> torch.Tensor:
-        """Raw maps ``[N,1,H,W]`` (CPU) of the positive class for every image of ``split``."""
+        """Raw maps ``[N,1,H,W]`` (CPU) of the checked class for every image of ``split``."""
         model = model or self.model
         key = (id(model), explainer, split)
         if key not in self._maps:
             images = self.images(split)
-            self._maps[key] = explain_batched(model, self.explainer(explainer), images, self.batch_size)
+            self._maps[key] = explain_batched(model, self.explainer(explainer), images, self.batch_size,
+                                              target=self.target_class)
         return self._maps[key]
 
     def unit_maps(self, explainer: str, split: str, model: nn.Module | None = None) -> torch.Tensor:
@@ -123,7 +161,7 @@ class ModelContext:
 
 
 def predict_probs(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Softmax probability of the positive class, batched, in eval mode, on the model's device."""
+    """Softmax probability of the positive class ``[N]`` (multi-label: sigmoid ``[N,K]``), batched, in eval mode."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -131,8 +169,9 @@ def predict_probs(model: nn.Module, images: torch.Tensor, batch_size: int) -> to
     try:
         with torch.no_grad():
             for chunk in images.split(batch_size):
-                logits = model(chunk.to(device))
-                out.append(logits.float().softmax(1)[:, POSITIVE_CLASS].cpu())
+                logits = model(chunk.to(device)).float()
+                multilabel = getattr(model, "multilabel", False)
+                out.append((logits.sigmoid() if multilabel else logits.softmax(1)[:, POSITIVE_CLASS]).cpu())
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)

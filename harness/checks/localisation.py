@@ -26,8 +26,7 @@ from harness.metrics import (
 
 def positives(ctx: ModelContext, split: str) -> torch.Tensor:
     """Indices of the images with a non-empty lesion mask."""
-    data = ctx.dataset(split)
-    return torch.nonzero(data.lesion_masks.flatten(1).any(1)).flatten()
+    return torch.nonzero(ctx.lesion_masks(split).flatten(1).any(1)).flatten()
 
 
 def _per_image(metric: str, values: torch.Tensor, n_boot: int, seed: int, **details) -> Measurement:
@@ -43,7 +42,7 @@ def check_diffgradcam(ctx: ModelContext, explainer: str, *, split: str = "test",
     """DiffGradCAM (Sun et al., seed 000): mean [0,1] heat inside the lesion minus outside."""
     idx = positives(ctx, split)
     maps = ctx.unit_maps(explainer, split)[idx]
-    masks = ctx.dataset(split).lesion_masks[idx]
+    masks = ctx.lesion_masks(split)[idx]
     return _per_image("diffgradcam", diffgradcam(maps, masks), n_boot, seed, split=split)
 
 
@@ -53,7 +52,7 @@ def check_ehr_auc(ctx: ModelContext, explainer: str, *, split: str = "test", n_t
     """EHR AUC (Zhang et al., seed 000): area under the effective-heat-ratio vs threshold curve."""
     idx = positives(ctx, split)
     maps = ctx.unit_maps(explainer, split)[idx]
-    masks = ctx.dataset(split).lesion_masks[idx]
+    masks = ctx.lesion_masks(split)[idx]
     values = ehr_auc(maps, masks, n_thresholds=n_thresholds)
     return _per_image("ehr_auc", values, n_boot, seed, split=split, n_thresholds=n_thresholds)
 
@@ -68,7 +67,7 @@ def check_pointing_game(ctx: ModelContext, explainer: str, *, split: str = "test
     """
     idx = positives(ctx, split)
     maps = ctx.unit_maps(explainer, split)[idx]
-    masks = dilate_mask(ctx.dataset(split).lesion_masks[idx], tolerance)
+    masks = dilate_mask(ctx.lesion_masks(split)[idx], tolerance)
     return _per_image("pointing_game", pointing_game(maps, masks), n_boot, seed, split=split, tolerance=tolerance)
 
 
@@ -137,4 +136,4 @@ def _positive_maps(ctx: ModelContext, explainer: str, split: str):
     signed maps would score a perfectly localised gradient as anti-localised.
     """
     idx = positives(ctx, split)
-    return ctx.unit_maps(explainer, split)[idx], ctx.dataset(split).lesion_masks[idx].any(1, keepdim=True), idx
+    return ctx.unit_maps(explainer, split)[idx], ctx.lesion_masks(split)[idx], idx

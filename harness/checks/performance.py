@@ -35,15 +35,8 @@ def scores_and_labels(ctx: ModelContext, split: str, finding: str | None = None)
     probs, data = ctx.probs(split), ctx.dataset(split)
     if probs.ndim == 1:
         return probs, data.labels
-    k = data.finding_index(finding) if finding else _single_finding(data)
+    k = data.finding_index(finding) if finding else ctx.target_class
     return probs[:, k], data.labels[:, k]
-
-
-def _single_finding(data) -> int:
-    if len(data.finding_names) != 1:
-        raise ValueError(f"multi-label dataset {data.name}: pass params: {{finding: NAME}} with NAME one of "
-                         f"{', '.join(data.finding_names)} (or use macro_auroc)")
-    return 0
 
 
 def _bootstrapped(metric: str, fn: Callable, ctx: ModelContext, split: str, n_boot: int, seed: int,

@@ -44,8 +44,8 @@ def check_artifact_attribution(ctx: ModelContext, explainer: str, *, artifact: s
 def check_decorrelated_auroc_drop(ctx: ModelContext, explainer: str | None = None, *,
                                   n_boot: int = 1000, seed: int = 0) -> Measurement:
     """AUROC on the usual test split minus AUROC where the artifacts are independent of the label."""
-    same = ctx.dataset("test").labels, ctx.probs("test")
-    decor = ctx.dataset("test_decorrelated").labels, ctx.probs("test_decorrelated")
+    same = ctx.labels("test"), ctx.scores("test")
+    decor = ctx.labels("test_decorrelated"), ctx.scores("test_decorrelated")
     drop = float(auroc(same[1], same[0]) - auroc(decor[1], decor[0]))
     g = torch.Generator().manual_seed(seed)
     reps = []
@@ -84,11 +84,11 @@ def check_artifact_removal(ctx: ModelContext, explainer: str | None = None, *, a
     if carriers.numel() == 0:
         raise CheckSkipped(f"no image of {data.name} carries the artifact {artifact!r}")
     without = ctx.dataset(split, shortcuts={k: v for k, v in shortcuts.items() if k != artifact})
-    p_with = ctx.probs(split)[carriers]
+    p_with = ctx.scores(split)[carriers]
     p_without = predict_probs(ctx.model, without.as_float()[carriers], ctx.batch_size)
     drops = p_with - p_without
     boot = bootstrap_ci(drops, n_boot=n_boot, seed=seed)
-    labels = data.labels[carriers]
+    labels = ctx.labels(split)[carriers]
     details = {"artifact": artifact, "split": split,
                "mean_drop_positives": float(drops[labels == 1].mean()) if (labels == 1).any() else None,
                "mean_drop_negatives": float(drops[labels == 0].mean()) if (labels == 0).any() else None,
@@ -110,11 +110,11 @@ def check_artifact_addition(ctx: ModelContext, explainer: str | None = None, *, 
     if shortcuts is None:
         raise CheckSkipped(f"dataset {data.name} cannot render counterfactuals with {artifact!r}")
     carries = data.has_artifact(artifact) if artifact in data.artifact_masks else torch.zeros(len(data), dtype=torch.bool)
-    targets = torch.nonzero((data.labels == 0) & ~carries).flatten()
+    targets = torch.nonzero((ctx.labels(split) == 0) & ~carries).flatten()
     if targets.numel() == 0:
         raise CheckSkipped(f"every negative of {data.name} already carries {artifact!r}")
     added = ctx.dataset(split, shortcuts={**shortcuts, artifact: {"p_pos": 1.0, "p_neg": 1.0}})
-    p_before = ctx.probs(split)[targets]
+    p_before = ctx.scores(split)[targets]
     p_after = predict_probs(ctx.model, added.as_float()[targets], ctx.batch_size)
     rises = p_after - p_before
     boot = bootstrap_ci(rises, n_boot=n_boot, seed=seed)
@@ -135,7 +135,7 @@ def check_outside_anatomy_attribution(ctx: ModelContext, explainer: str, *, regi
     fields) or ``border`` (a frame of ``border`` x the image side).
     """
     data = ctx.dataset(split)
-    idx = torch.nonzero(ctx.probs(split) >= 0.5).flatten()
+    idx = torch.nonzero(ctx.scores(split) >= 0.5).flatten()
     if idx.numel() == 0:
         raise CheckSkipped(f"the model predicts no positive in split {split!r}")
     mask = _attention_region(data, region, border)[idx]
@@ -148,10 +148,12 @@ def check_outside_anatomy_attribution(ctx: ModelContext, explainer: str, *, regi
 
 
 def _attention_region(data, region: str, border: float) -> torch.Tensor:
+    if data.lung_masks is None and region == "outside_lungs":
+        raise CheckSkipped(f"dataset {data.name} has no lung masks: use region: border")
     if region == "outside_lungs":
         return ~data.lung_masks
     if region == "border":
-        frame = torch.ones_like(data.lung_masks)
+        frame = torch.ones((len(data), 1, *data.images.shape[-2:]), dtype=torch.bool)
         h, w = frame.shape[-2:]
         bh, bw = max(1, round(border * h)), max(1, round(border * w))
         frame[..., bh:h - bh, bw:w - bw] = False
@@ -170,9 +172,11 @@ def check_spray_clusters(ctx: ModelContext, explainer: str, *, split: str = "tes
     members of every cluster are drawn in the report for a human to inspect.
     """
     data = ctx.dataset(split)
-    idx = torch.nonzero(ctx.probs(split) >= 0.5).flatten()[:n_images]
+    idx = torch.nonzero(ctx.scores(split) >= 0.5).flatten()[:n_images]
     if idx.numel() < 3:
         raise CheckSkipped(f"SpRAy needs at least 3 positive predictions in split {split!r}, got {idx.numel()}")
+    if data.lung_masks is None:
+        raise CheckSkipped(f"dataset {data.name} has no lung masks to tell anatomy from elsewhere")
     maps = ctx.unit_maps(explainer, split)[idx]
     clusters = spectral_relevance_clusters(maps, max_clusters=max_clusters, seed=seed)
     outside_mask = ~data.lung_masks[idx]

@@ -49,7 +49,7 @@ def _stability(ctx: ModelContext, explainer: str, change: Perturbation, similari
     perturbed = change.apply(images, torch.Generator().manual_seed(seed))
     before = change.warp(ctx.maps(explainer, split)[idx])
     after = explain_batched(ctx.model, ctx.explainer(explainer), perturbed, ctx.batch_size)
-    kept = (ctx.probs(split)[idx] >= 0.5) == (predict_probs(ctx.model, perturbed, ctx.batch_size) >= 0.5)
+    kept = (ctx.scores(split)[idx] >= 0.5) == (predict_probs(ctx.model, perturbed, ctx.batch_size) >= 0.5)
     if not bool(kept.any()):
         raise CheckSkipped(f"{change!r} changed the prediction of every one of {idx.numel()} images")
     sims = similarity_fn(similarity)(before, after)[kept]
