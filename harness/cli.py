@@ -100,44 +100,82 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     import torch
     from rich.table import Table
 
-    from harness.models.architectures import create_model
+    from harness.models.architectures import ARCHITECTURES, create_model
     from harness.models.checkpoints import CheckpointStore
     from harness.models.recipes import get_profile, get_recipe
     from harness.models.trainer import default_profile
     from harness.models.zoo import check_architecture, list_zoo
 
     profile = args.profile or default_profile()
+    size = get_profile(profile).img_size
     store = CheckpointStore(args.checkpoint_dir)
     table = Table(title=f"model zoo ({profile} profile, checkpoints in {store.root})")
-    for column in ("name", "architecture", "recipe", "parameters", "dataset", f"trained ({profile})"):
-        table.add_column(column, justify="right" if column == "parameters" else "left", overflow="fold")
-    for entry in map(check_architecture, list_zoo()):
+    for column in ("name", "architecture", "recipe", "parameters", "times smaller", "init", "dataset",
+                   f"trained ({profile})"):
+        table.add_column(column, justify="right" if column in ("parameters", "times smaller") else "left",
+                         overflow="fold")
+
+    def n_params(arch: str) -> int:
         with torch.device("meta"):  # shapes only: no memory, no init cost
-            model = create_model(entry.architecture, img_size=get_profile(profile).img_size)
-        n_params = sum(p.numel() for p in model.parameters())
+            model = create_model(arch, img_size=max(size, ARCHITECTURES.meta(arch).get("min_img_size", 1)))
+        return sum(p.numel() for p in model.parameters())
+
+    for entry in map(check_architecture, list_zoo()):
+        count = n_params(entry.architecture)
+        base = ARCHITECTURES.meta(entry.architecture).get("truncated_from")
+        smaller = f"{n_params(base) / count:.1f}x" if base else ""
         run = store.completed_run(store.run_dir(entry, get_recipe(entry.recipe, profile), profile))
-        trained = f"val AUROC {run.final_metrics.get('val_auroc', float('nan')):.3f}" if run else "-"
+        trained = f"val AUROC {run.final_metrics.get('val_auroc', float('nan')):.3f}" if run else (
+            "-" if profile in entry.profiles else f"({', '.join(entry.profiles)} only)")
         options = ", ".join(sorted(entry.dataset_options))
         dataset = f"{entry.dataset} ({options})" if options else entry.dataset
-        table.add_row(entry.name, entry.architecture, entry.recipe, f"{n_params / 1e6:.1f}M", dataset, trained)
+        init = f"pretrained ({entry.pretrained})" if entry.pretrained else "random"
+        table.add_row(entry.name, entry.architecture, entry.recipe, f"{count / 1e6:.1f}M", smaller, init, dataset,
+                      trained)
     _console().print(table)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
     from harness.models.checkpoints import CheckpointStore, ensure_trained
+    from harness.models.pretrained import PretrainedError
     from harness.models.recipes import get_recipe
-    from harness.models.trainer import default_profile
+    from harness.models.trainer import TrainingDivergedError, default_profile
     from harness.models.zoo import get_zoo_entry
 
     entry = get_zoo_entry(args.model)
+    if args.pretrained:
+        entry = replace(entry, pretrained=str(Path(args.pretrained).expanduser().resolve()))
     profile = args.profile or default_profile()
     store = CheckpointStore(args.checkpoint_dir)
-    existing = store.completed_run(store.run_dir(entry, get_recipe(entry.recipe, profile), profile))
-    if existing is not None:
-        _console(stderr=True).print(f"{entry.name} ({profile} profile) is already trained: {existing.run_dir}",
-                                    markup=False, soft_wrap=True)
-    run = existing or ensure_trained(entry, profile=profile, store=store, progress=not args.no_progress)
+    try:
+        if args.ddp:
+            import os
+
+            from harness.models.distributed import train_distributed
+
+            if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+                _console(stderr=True).print("error: --ddp runs one rank of a torchrun launch: `torchrun "
+                                            "--nproc_per_node N -m harness.cli train --model NAME --ddp`",
+                                            markup=False, soft_wrap=True)
+                return 2
+            run = train_distributed(entry, profile=profile, store=store, progress=not args.no_progress)
+            if run is None:  # not rank 0
+                return 0
+        else:
+            existing = store.completed_run(store.run_dir(entry, get_recipe(entry.recipe, profile), profile))
+            if existing is not None:
+                _console(stderr=True).print(f"{entry.name} ({profile} profile) is already trained: "
+                                            f"{existing.run_dir}", markup=False, soft_wrap=True)
+            run = existing or ensure_trained(entry, profile=profile, store=store, progress=not args.no_progress)
+    except (TrainingDivergedError, PretrainedError) as err:
+        from rich.text import Text
+
+        _console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(err)), soft_wrap=True)
+        return 1
     _print_history(run)
     return 0
 
@@ -168,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-dir", help="checkpoint store root (default: $XAI_HARNESS_CHECKPOINTS "
                        "or ~/.cache/xai-harness/checkpoints)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--pretrained", metavar="PATH", help="initialise from this local safetensors file "
+                       "(3-channel stems are summed to 1 channel; mismatching heads stay at init; never downloads)")
+    train.add_argument("--ddp", action="store_true", help="data-parallel: run as one rank of `torchrun "
+                       "--nproc_per_node N -m harness.cli train ... --ddp` (only rank 0 writes checkpoints)")
     train.set_defaults(func=cmd_train)
 
     zoo = commands.add_parser("zoo", help="show the model zoo")

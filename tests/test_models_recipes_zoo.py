@@ -11,7 +11,8 @@ from harness.models.zoo import ZooError, get_zoo_entry, list_zoo, load_zoo, zoo_
 from harness.registry import UnknownNameError
 
 REQUIRED_MODELS = ["resnet18", "resnet50", "vgg16", "densenet121", "efficientnet_b0", "vit_small", "vit_base",
-                   "resnet18_shortcut"]
+                   "resnet18_shortcut", "resnet34", "resnet101", "vgg19", "vit_large", "resnet18_minus2",
+                   "resnet50_cxr14", "densenet121_chextransfer"]
 
 
 def test_seed000_values():
@@ -48,11 +49,15 @@ def test_zoo_has_required_entries():
     entries = {e.name: e for e in list_zoo()}
     assert set(REQUIRED_MODELS) <= set(entries)
     for entry in entries.values():
-        assert entry.dataset == "synth-cxr" and isinstance(entry.seed, int)
+        assert entry.dataset in ("synth-cxr", "synth-cxr14") and isinstance(entry.seed, int)
+        assert entry.pretrained is None  # no weights file ships with the repository
         path, line = entry.source.rsplit(":", 1)
         assert path == str(zoo_path()) and int(line) > 0
     assert entries["vit_small"].architecture == "vit_small_patch16_224"
     assert entries["vit_base"].recipe == "pneumothorax_vit"
+    assert (entries["resnet50_cxr14"].recipe, entries["resnet50_cxr14"].seed) == ("cxr14_baseline", 123)
+    cpu = [e.name for e in list_zoo(profile="cpu")]
+    assert "vit_large" not in cpu and "resnet18" in cpu and "vit_large" in [e.name for e in list_zoo(profile="gpu")]
 
 
 def test_shortcut_entry_differs_only_in_dataset_options():
@@ -91,6 +96,9 @@ GOOD = """models:
         (GOOD.replace("    seed: 1\n", ""), 2, "missing keys ['seed']"),
         (GOOD + GOOD.replace("models:\n", ""), 7, "duplicate model name 'a'"),
         ("modelz: {}\n", 1, "missing top-level key 'models'"),
+        (GOOD + "    compile: maybe\n", 7, "compile must be true or false"),
+        (GOOD + "    pretrained: 3\n", 7, "pretrained must be a string"),
+        (GOOD + "    profiles: [tpu]\n", 7, "profiles must be a non-empty list"),
     ],
 )
 def test_zoo_errors_name_file_and_line(tmp_path, text, line, message):
@@ -125,3 +133,19 @@ def test_zoo_file_from_environment(tmp_path, monkeypatch):
     assert get_zoo_entry("a").source == f"{path}:2"
     assert get_zoo_entry("a").config() == {"name": "a", "architecture": "resnet18", "dataset": "synth-cxr",
                                            "dataset_options": {}, "recipe": "pneumothorax_cnn", "seed": 1}
+
+
+def test_pretrained_and_compile_keys(tmp_path):
+    path = tmp_path / "zoo.yaml"
+    path.write_text(GOOD + "    pretrained: weights/r18.safetensors\n    compile: true\n")
+    entry = load_zoo(path)["a"]
+    assert entry.pretrained == str(tmp_path / "weights" / "r18.safetensors") and entry.compile is True
+    assert entry.config()["pretrained"] == entry.pretrained
+    assert "compile" not in entry.config()  # a speed option, not part of the configuration
+    assert "pretrained" not in load_zoo(_write(tmp_path, GOOD))["a"].config()  # old hashes unchanged
+
+
+def _write(tmp_path, text: str) -> Path:
+    path = tmp_path / "plain.yaml"
+    path.write_text(text)
+    return path

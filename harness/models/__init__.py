@@ -1,4 +1,5 @@
-"""Model stage: architecture registry over timm, recipes, trainer, checkpoint store, model zoo.
+"""Model stage: architecture registry (timm, torchvision, truncated variants), recipes, trainer
+(resumable, data-parallel), checkpoint store, model zoo, local pretrained weights.
 
 Names are resolved lazily (PEP 562), so ``import harness.models`` does not import torch; the first
 use of e.g. ``harness.models.create_model`` does.
@@ -11,12 +12,17 @@ from typing import Any
 
 _EXPORTS = {
     "architectures": ["ARCHITECTURES", "register_architecture", "ClassifierNet", "TokenGridReshape",
-                      "create_model", "list_architectures", "get_architecture_meta"],
+                      "create_model", "list_architectures", "get_architecture_meta", "parameter_count",
+                      "times_smaller"],
+    "truncation": ["list_truncated"],
     "recipes": ["RECIPES", "register_recipe", "Recipe", "Augmentation", "Profile", "PROFILES", "get_recipe",
                 "get_profile", "list_recipes"],
     "zoo": ["ZooEntry", "ZooError", "get_zoo_entry", "list_zoo", "load_zoo"],
     "checkpoints": ["CheckpointStore", "CheckpointError", "TrainedRun", "load_checkpoint", "ensure_trained"],
-    "trainer": ["train", "default_profile", "evaluate"],
+    "trainer": ["train", "default_profile", "evaluate", "TrainingDivergedError"],
+    "pretrained": ["load_pretrained", "PretrainedError"],
+    "preprocess": ["clahe", "zscore"],
+    "distributed": ["train_distributed"],
     "augment": ["augment_batch"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

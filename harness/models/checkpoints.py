@@ -5,8 +5,13 @@ Layout under the store root::
     <model>-<profile>-<hash8>/          one training run; hash8 covers entry + recipe + profile
         epoch-001.safetensors           weights (the ClassifierNet state dict), never pickle
         epoch-001.json                  manifest: architecture, data, recipe, metrics, sha256, versions
-        run.json                        entry, recipe, history, retained epochs, completed flag
+        step-0000512.safetensors/.json  the K best step evaluations (recipes with ensemble_top_k)
+        final.safetensors/.json         the final model when it is not the last epoch (weight soup)
+        resume.safetensors/.json        optimizer + RNG state after the last epoch (until completed)
+        run.json                        entry, recipe, history, retained epochs, best epoch, completed flag
     <model>-<profile>-<hash8>.lock      held while the run is trained (filelock)
+
+The store keeps the last ``keep_last`` epochs plus the best one (by validation AUROC).
 
 Every file is written to a temporary file in the same directory and moved into place with
 ``os.replace``, so a reader never sees a half-written file and a failed write leaves the old one.
@@ -15,12 +20,14 @@ Every file is written to a temporary file in the same directory and moved into p
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,15 +78,33 @@ def config_hash(entry: ZooEntry, recipe: Recipe, profile: str) -> str:
     That includes the dataset's declared version (:func:`dataset_version`), so a new data
     generator retrains the models instead of reusing weights fitted to the old images.
     """
+    config = entry.config()
+    if entry.pretrained:  # the file's content, not where it lies
+        config["pretrained"] = {"sha256": pretrained_sha256(entry.pretrained)}
     payload = {
         "format": FORMAT_VERSION,
-        "entry": entry.config(),
+        "entry": config,
         "dataset_version": dataset_version(entry.dataset),
         "recipe": recipe.to_dict(),
         "profile": get_profile(profile).to_dict(),
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:8]
+
+
+def pretrained_sha256(path: str | Path) -> str:
+    """sha256 of a pretrained weights file (cached by path, size and mtime); ``missing`` if absent."""
+    path = Path(path).expanduser()
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    return _cached_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
 
 
 def dataset_version(name: str) -> str | None:
@@ -157,7 +182,9 @@ def _build_for(manifest: dict[str, Any], weights_path: Path) -> ClassifierNet:
         raise CheckpointError(
             f"{weights_path}: architecture {arch!r} is not registered; known: {', '.join(ARCHITECTURES.names())}"
         )
-    return create_model(arch, img_size=int(manifest["img_size"]), num_classes=int(manifest["num_classes"]))
+    return create_model(arch, img_size=int(manifest["img_size"]), num_classes=int(manifest["num_classes"]),
+                        preprocess=manifest.get("preprocess", "none"), multilabel=bool(manifest.get("multilabel", False)),
+                        finding_names=tuple(manifest.get("finding_names", ())))
 
 
 def _load_state(model: ClassifierNet, weights_path: Path) -> None:
@@ -191,7 +218,9 @@ class TrainedRun:
     """A training run in the store (usually completed): its checkpoints, history and configuration.
 
     ``epochs`` are the epochs whose weights are kept (1-based). ``checkpoint``/``load`` take an epoch
-    number (>= 1), a negative index into ``epochs`` (-1 = last, -2 = the one before) or None (last).
+    number (>= 1), a negative index into ``epochs`` (-1 = last, -2 = the one before) or None: the
+    run's final model, which is the weight soup of the best step evaluations for recipes with
+    ``ensemble_top_k`` (``final``) and the last epoch otherwise.
     """
 
     run_dir: Path
@@ -203,6 +232,9 @@ class TrainedRun:
     epochs: list[int]
     completed: bool
     wall_seconds: float
+    best_epoch: int | None = None
+    final: str | None = None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_dir(cls, run_dir: str | Path) -> TrainedRun:
@@ -221,6 +253,9 @@ class TrainedRun:
             epochs=sorted(data["epochs"]),
             completed=bool(data["completed"]),
             wall_seconds=float(data.get("wall_seconds", 0.0)),
+            best_epoch=data.get("best_epoch"),
+            final=data.get("final"),
+            candidates=list(data.get("candidates", [])),
         )
 
     @property
@@ -246,18 +281,34 @@ class TrainedRun:
 
     def checkpoint(self, epoch: int | None = None) -> Path:
         """Path of the weights file of ``epoch`` (see the class docstring for the numbering)."""
+        if epoch is None and self.final:
+            return self.run_dir / self.final
         return self.run_dir / f"epoch-{self.resolve_epoch(epoch):03d}.safetensors"
 
     def manifest(self, epoch: int | None = None) -> dict[str, Any]:
         return read_manifest(self.checkpoint(epoch))
 
-    def load(self, epoch: int | None = -1, *, device: str = "cpu") -> ClassifierNet:
+    def load(self, epoch: int | None = None, *, device: str = "cpu") -> ClassifierNet:
         """The model of ``epoch`` in eval mode (sha256-verified); ``load(-2)`` is the previous epoch."""
         return load_checkpoint(self.checkpoint(epoch), device=device)[0]
 
 
+#: The validation metric that ranks epochs and step evaluations (higher is better; macro for multi-label).
+SELECTION_METRIC = "val_auroc"
+
+
+def _score(metrics: dict[str, Any]) -> float:
+    value = metrics.get(SELECTION_METRIC)
+    return -math.inf if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
 class RunWriter:
-    """Writes one run's checkpoints; created by :meth:`CheckpointStore.start_run` under the run lock."""
+    """Writes one run's checkpoints; created by :meth:`CheckpointStore.start_run` under the run lock.
+
+    Attributes:
+        resume_state: the saved :class:`~harness.models.train_state.TrainState` to continue from
+            (None when the run starts from scratch).
+    """
 
     def __init__(self, store: CheckpointStore, run_dir: Path, entry: ZooEntry, recipe: Recipe, profile: str,
                  dataset_options: dict[str, Any], train_config: dict[str, Any] | None = None) -> None:
@@ -266,29 +317,91 @@ class RunWriter:
         self.train_config = train_config or {}
         self.history: list[dict[str, Any]] = []
         self.epochs: list[int] = []
+        self.best_epoch: int | None = None
+        self.candidates: list[dict[str, Any]] = []
+        self.final: str | None = None
+        self.extra_manifest: dict[str, Any] = {}
+        self.resume_state = None
 
     def save_epoch(self, model: ClassifierNet, epoch: int, metrics: dict[str, Any]) -> Path:
-        """Write ``epoch-NNN.safetensors`` + manifest, prune old epochs, update run.json."""
-        from safetensors.torch import save
-
-        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-        data = save(state, metadata={"format": "pt", "architecture": model.arch})
-        weights = self.run_dir / f"epoch-{epoch:03d}.safetensors"
-        atomic_write_bytes(weights, data)
-        manifest = self._manifest(model, epoch, metrics, hashlib.sha256(data).hexdigest())
-        atomic_write_json(weights.with_suffix(".json"), manifest)
+        """Write ``epoch-NNN.safetensors`` + manifest, prune old epochs (never the best), update run.json."""
+        weights = self._write_weights(model, f"epoch-{epoch:03d}", epoch, metrics)
         self.history.append(dict(metrics, epoch=epoch))
         self.epochs.append(epoch)
+        if self.best_epoch is None or _score(metrics) >= _score(self._metrics_of(self.best_epoch)):  # ties: later
+            self.best_epoch = epoch
         self._prune()
         self._write_run(completed=False)
         return weights
 
+    def save_candidate(self, model: ClassifierNet, epoch: int, step: int, metrics: dict[str, Any], top_k: int) -> bool:
+        """Keep ``model`` as ``step-NNNNNNN`` if it is among the ``top_k`` best step evaluations."""
+        ranked = sorted(self.candidates + [{"step": step, **metrics}], key=lambda c: (-_score(c), c["step"]))
+        if step not in [c["step"] for c in ranked[:top_k]]:
+            return False
+        self._write_weights(model, f"step-{step:07d}", epoch, dict(metrics, step=step))
+        for dropped in ranked[top_k:]:
+            self._unlink(f"step-{dropped['step']:07d}")
+        self.candidates = sorted(ranked[:top_k], key=lambda c: c["step"])
+        self._write_run(completed=False)
+        return True
+
+    def candidate_path(self, step: int) -> Path:
+        return self.run_dir / f"step-{step:07d}.safetensors"
+
+    def save_final(self, model: ClassifierNet, epoch: int, metrics: dict[str, Any], info: dict[str, Any]) -> Path:
+        """Write the run's final model (``final.safetensors``) when it is not simply the last epoch."""
+        self.extra_manifest = {"final_model": info}
+        weights = self._write_weights(model, "final", epoch, metrics)
+        self.extra_manifest = {}
+        self.final = weights.name
+        self._write_run(completed=False)
+        return weights
+
+    def save_resume(self, state) -> None:
+        from harness.models.train_state import save_train_state
+
+        save_train_state(self.run_dir, state)
+
     def finish(self, wall_seconds: float) -> TrainedRun:
+        from harness.models.train_state import remove_train_state
+
         self._write_run(completed=True, wall_seconds=wall_seconds)
+        remove_train_state(self.run_dir)
         return TrainedRun.from_dir(self.run_dir)
 
-    def _manifest(self, model: ClassifierNet, epoch: int, metrics: dict[str, Any], sha256: str) -> dict[str, Any]:
-        return {
+    def restore(self, state, record: dict[str, Any]) -> None:
+        """Continue after ``state.epoch``: history and files of later epochs/steps are dropped."""
+        self.resume_state = state
+        self.history = [h for h in record.get("history", []) if h["epoch"] <= state.epoch]
+        self.epochs = [e for e in record.get("epochs", []) if e <= state.epoch]
+        self.candidates = [c for c in record.get("candidates", []) if c["step"] <= state.step]
+        best = record.get("best_epoch")
+        self.best_epoch = best if best is not None and best <= state.epoch else None
+        keep = {f"epoch-{e:03d}" for e in self.epochs} | {f"step-{c['step']:07d}" for c in self.candidates}
+        for stale in list(self.run_dir.glob("epoch-*")) + list(self.run_dir.glob("step-*")) + \
+                list(self.run_dir.glob("final.*")):
+            if stale.name.split(".")[0] not in keep:
+                stale.unlink()
+        self._write_run(completed=False)
+
+    def _metrics_of(self, epoch: int) -> dict[str, Any]:
+        return next((h for h in self.history if h["epoch"] == epoch), {})
+
+    def _write_weights(self, model: ClassifierNet, stem: str, epoch: int, metrics: dict[str, Any]) -> Path:
+        from safetensors.torch import save
+
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+        data = save(state, metadata={"format": "pt", "architecture": model.arch})
+        weights = self.run_dir / f"{stem}.safetensors"
+        atomic_write_bytes(weights, data)
+        manifest = self._manifest(model, epoch, metrics, hashlib.sha256(data).hexdigest(), weights.name)
+        atomic_write_json(weights.with_suffix(".json"), manifest)
+        return weights
+
+    def _manifest(self, model: ClassifierNet, epoch: int, metrics: dict[str, Any], sha256: str,
+                  weights_file: str) -> dict[str, Any]:
+        manifest = {
             "format": FORMAT_VERSION,
             "model_name": self.entry.name,
             "architecture": model.arch,
@@ -302,21 +415,38 @@ class RunWriter:
             "seed": self.entry.seed,
             "epoch": epoch,
             "metrics": metrics,
-            "weights_file": f"epoch-{epoch:03d}.safetensors",
+            "weights_file": weights_file,
             "sha256": sha256,
             "versions": versions(),
         }
+        # Written only where they differ from what older manifests implied.
+        if model.preprocess.kind != "none":
+            manifest["preprocess"] = model.preprocess.kind
+        if model.multilabel:
+            manifest["multilabel"] = True
+        if model.finding_names:
+            manifest["finding_names"] = list(model.finding_names)
+        if self.entry.pretrained:
+            manifest["pretrained"] = {"path": self.entry.pretrained, "sha256": pretrained_sha256(self.entry.pretrained)}
+        manifest.update(self.extra_manifest)
+        return manifest
 
     def _prune(self) -> None:
         keep = self.store.keep_last
-        while keep is not None and len(self.epochs) > keep:
-            old = self.epochs.pop(0)
-            for suffix in (".json", ".safetensors"):  # manifest first: weights never lack one
-                with contextlib.suppress(FileNotFoundError):
-                    (self.run_dir / f"epoch-{old:03d}{suffix}").unlink()
+        if keep is None:
+            return
+        recent = set(self.epochs[-keep:])
+        for old in [e for e in self.epochs if e not in recent and e != self.best_epoch]:
+            self.epochs.remove(old)
+            self._unlink(f"epoch-{old:03d}")
+
+    def _unlink(self, stem: str) -> None:
+        for suffix in (".json", ".safetensors"):  # manifest first: weights never lack one
+            with contextlib.suppress(FileNotFoundError):
+                (self.run_dir / f"{stem}{suffix}").unlink()
 
     def _write_run(self, *, completed: bool, wall_seconds: float = 0.0) -> None:
-        atomic_write_json(self.run_dir / "run.json", {
+        record = {
             "format": FORMAT_VERSION,
             "name": self.entry.name,
             "profile": self.profile,
@@ -325,9 +455,15 @@ class RunWriter:
             "dataset_options": self.dataset_options,
             "history": self.history,
             "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
             "completed": completed,
             "wall_seconds": wall_seconds,
-        })
+        }
+        if self.candidates:
+            record["candidates"] = self.candidates
+        if self.final:
+            record["final"] = self.final
+        atomic_write_json(self.run_dir / "run.json", record)
 
 
 class CheckpointStore:
@@ -335,9 +471,9 @@ class CheckpointStore:
 
     Args:
         root: directory; default :func:`default_root`.
-        keep_last: how many most recent epochs keep their weights (None = all). Five covers the
-            checkpoint-consistency checks and bounds disk use (a 300-epoch vit_base run would
-            otherwise write ~100 GB).
+        keep_last: how many most recent epochs keep their weights (None = all); the best epoch is
+            kept in addition. Five covers the checkpoint-consistency checks and bounds disk use (a
+            300-epoch vit_base run would otherwise write ~100 GB).
     """
 
     def __init__(self, root: str | Path | None = None, *, keep_last: int | None = 5) -> None:
@@ -367,16 +503,27 @@ class CheckpointStore:
         return run if run.completed and run.epochs else None
 
     def start_run(self, entry: ZooEntry, recipe: Recipe, profile: str, dataset_options: dict[str, Any],
-                  train_config: dict[str, Any] | None = None) -> RunWriter:
-        """Begin (or restart) a run: clears leftovers of an interrupted attempt. Hold :meth:`lock`.
+                  train_config: dict[str, Any] | None = None, *, resume: bool = False) -> RunWriter:
+        """Begin a run, under :meth:`lock`. With ``resume`` and a saved training state of an
+        interrupted attempt, the writer continues it (``writer.resume_state``); otherwise the
+        leftovers of an interrupted attempt are cleared and the run starts from scratch.
 
         ``train_config`` is the training split's ``ImageSet.config``, recorded in every manifest.
         """
+        from harness.models.train_state import load_train_state, remove_train_state
+
         run_dir = self.run_dir(entry, recipe, profile)
         run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob("epoch-*"):
-            stale.unlink()
         writer = RunWriter(self, run_dir, entry, recipe, profile, dataset_options, train_config)
+        state = load_train_state(run_dir) if resume else None
+        record = _read_record(run_dir)
+        if state is not None and record is not None and not record.get("completed"):
+            writer.restore(state, record)
+            return writer
+        remove_train_state(run_dir)
+        for pattern in ("epoch-*", "step-*", "final.*"):
+            for stale in run_dir.glob(pattern):
+                stale.unlink()
         writer._write_run(completed=False)
         return writer
 
@@ -387,17 +534,26 @@ class CheckpointStore:
         return [TrainedRun.from_dir(p) for p in sorted(self.root.iterdir()) if (p / "run.json").is_file()]
 
 
+def _read_record(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def ensure_trained(
     model: str | ZooEntry,
     *,
     profile: str | None = None,
     store: CheckpointStore | None = None,
     progress: bool = True,
+    resume: bool = True,
 ) -> TrainedRun:
     """The completed run of zoo model ``model`` (a name or an entry), training it first if needed.
 
     Training happens under ``<run_dir>.lock``: a second process asking for the same model waits for
-    the first and then reuses its checkpoints. ``profile`` defaults to ``default_profile()``.
+    the first and then reuses its checkpoints. An interrupted run continues from its last epoch
+    (``resume``). ``profile`` defaults to ``default_profile()``.
     """
     from harness.models.trainer import default_profile, device_for, train_locked
 
@@ -416,7 +572,7 @@ def ensure_trained(
             log.info("reusing %s trained by another process", run_dir)
             return run
         return train_locked(entry, recipe=recipe, profile=profile, store=store, progress=progress,
-                            reason="first use")
+                            reason="first use", resume=resume)
 
 
 @contextlib.contextmanager
@@ -450,4 +606,6 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "file_sha256",
+    "pretrained_sha256",
+    "SELECTION_METRIC",
 ]

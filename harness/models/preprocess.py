@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PREPROCESSING = ("none", "clahe", "zscore", "clahe+zscore")
+from harness.models.recipes import PREPROCESSING
 
 #: OpenCV's tile grid default; clip limit 2.0 is the usual choice for radiographs (OpenCV's default
 #: of 40 barely limits contrast).
@@ -50,8 +50,8 @@ class Preprocess(nn.Module):
 
 
 def straight_through(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Forward value ``y``, gradient of the identity with respect to ``x``."""
-    return x + (y - x).detach()
+    """Forward value exactly ``y``, gradient of the identity with respect to ``x``."""
+    return y.detach() + (x - x.detach())
 
 
 def zscore(images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

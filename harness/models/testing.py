@@ -1,12 +1,15 @@
-"""Tiny deterministic stand-ins for fast tests: a toy dataset, a toy recipe and a toy zoo entry.
+"""Tiny deterministic stand-ins for fast tests: toy datasets, a toy recipe and a toy zoo entry.
 
 ``install_toy()`` registers the dataset ``toy-blobs`` (positives carry a bright disk, negatives do
-not) and the recipe ``toy`` (2 epochs of Adam); ``toy_entry()`` builds a zoo entry that trains in
-about a second on the CPU with the ``test_resnet`` architecture. Nothing is registered on import,
-so user-facing listings stay clean.
+not), the multi-label dataset ``toy-multilabel`` (findings ``disk`` and ``bar``, independent) and
+the recipe ``toy`` (2 epochs of Adam); ``toy_entry()`` builds a zoo entry that trains in about a
+second on the CPU with the ``test_resnet`` architecture. Nothing is registered on import, so
+user-facing listings stay clean.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
@@ -15,6 +18,8 @@ from harness.models.recipes import RECIPES, Augmentation, Recipe
 from harness.models.zoo import ZooEntry
 
 TOY_DATASET = "toy-blobs"
+TOY_MULTILABEL = "toy-multilabel"
+TOY_FINDINGS = ("disk", "bar")
 TOY_RECIPE = "toy"
 _SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 
@@ -44,6 +49,36 @@ def toy_imageset(split: str = "train", *, size: int = 32, n: int = 64, seed: int
     )
 
 
+def toy_multilabel_imageset(split: str = "train", *, size: int = 32, n: int = 64, seed: int = 0) -> ImageSet:
+    """Multi-label toy data: labels float ``[n,2]`` (``disk``: a bright disk, ``bar``: a bright
+    horizontal bar), each present in half of the images independently; lesion masks ``[n,2,H,W]``."""
+    gen = torch.Generator().manual_seed(1000 * seed + 10 + _SPLIT_SEEDS.get(split, 3))
+    labels = torch.stack([torch.randperm(n, generator=gen) % 2 for _ in TOY_FINDINGS], 1).float()
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    centres = torch.randint(size // 4, 3 * size // 4, (n, 2), generator=gen)
+    dist2 = (yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2
+    disk = (dist2 <= max(2.0, size / 8) ** 2) & labels[:, 0].bool()[:, None, None]
+    rows = torch.randint(size // 8, size - size // 8 - 2, (n,), generator=gen)
+    bar = ((yy[None] >= rows[:, None, None]) & (yy[None] < rows[:, None, None] + 2)
+           & (xx[None] >= size // 8) & (xx[None] < size - size // 8) & labels[:, 1].bool()[:, None, None])
+    base = 0.3 + 0.1 * torch.rand((n, size, size), generator=gen)
+    images = (base + 0.5 * (disk | bar).float()).clamp(0, 1).mul(255).round().to(torch.uint8)[:, None]
+    lung = torch.zeros((n, 1, size, size), dtype=torch.bool)
+    lung[:, :, size // 8 : -size // 8, size // 8 : -size // 8] = True
+    return _imageset(images=images, labels=labels, lesion_masks=torch.stack([disk, bar], 1), lung_masks=lung,
+                     patient_ids=torch.arange(n), name=f"{TOY_MULTILABEL}/{split}",
+                     config={"size": size, "n": n, "seed": seed}, finding_names=TOY_FINDINGS)
+
+
+def _imageset(*, finding_names: tuple[str, ...], **values) -> ImageSet:
+    """An ImageSet with ``finding_names`` (a field of newer ImageSets, else set as an attribute)."""
+    if "finding_names" in {f.name for f in dataclasses.fields(ImageSet)}:
+        return ImageSet(finding_names=finding_names, **values)
+    data = ImageSet(**values)
+    data.finding_names = finding_names
+    return data
+
+
 def toy_recipe(profile: str) -> Recipe:
     """2 epochs of Adam 3e-3, batch 16, light augmentation (exercises the augmentation path)."""
     augment = Augmentation(hflip=True, rotation_deg=5.0, brightness=0.05, contrast=0.05, noise_std=0.01)
@@ -56,15 +91,21 @@ def install_toy() -> None:
         DATASETS.register(TOY_DATASET, description="toy blobs for tests")(
             lambda split, **options: toy_imageset(split, **options)
         )
+    if TOY_MULTILABEL not in DATASETS:
+        DATASETS.register(TOY_MULTILABEL, description="multi-label toy data for tests")(
+            lambda split, **options: toy_multilabel_imageset(split, **options)
+        )
     if TOY_RECIPE not in RECIPES:
         RECIPES.register(TOY_RECIPE, description="2-epoch toy recipe for tests")(toy_recipe)
 
 
-def toy_entry(name: str = "toy", *, architecture: str = "test_resnet", seed: int = 0, **options) -> ZooEntry:
-    """A zoo entry on the toy dataset (``options`` go to ``toy_imageset``, e.g. ``size=32, n=64``)."""
+def toy_entry(name: str = "toy", *, architecture: str = "test_resnet", seed: int = 0, recipe: str = TOY_RECIPE,
+              dataset: str = TOY_DATASET, pretrained: str | None = None, **options) -> ZooEntry:
+    """A zoo entry on a toy dataset (``options`` go to the dataset, e.g. ``size=32, n=64``)."""
     install_toy()
-    return ZooEntry(name=name, architecture=architecture, dataset=TOY_DATASET, recipe=TOY_RECIPE, seed=seed,
-                    dataset_options=dict(options))
+    return ZooEntry(name=name, architecture=architecture, dataset=dataset, recipe=recipe, seed=seed,
+                    dataset_options=dict(options), pretrained=pretrained)
 
 
-__all__ = ["toy_imageset", "toy_recipe", "toy_entry", "install_toy", "TOY_DATASET", "TOY_RECIPE"]
+__all__ = ["toy_imageset", "toy_multilabel_imageset", "toy_recipe", "toy_entry", "install_toy", "TOY_DATASET",
+           "TOY_MULTILABEL", "TOY_FINDINGS", "TOY_RECIPE"]

@@ -57,6 +57,10 @@ def truncate(backbone: nn.Module, *, base: str, minus: int, num_classes: int) ->
     keep = ends[-1 - minus]
     target = backbone.feature_info[keep]["module"]
     backbone.prune_intermediate_layers(indices=[keep], prune_norm=True, prune_head=True)
+    # Older timm releases leave num_features at the full model's width after pruning: set it here.
+    backbone.num_features = backbone.feature_info[keep]["num_chs"]
+    if hasattr(backbone, "head_hidden_size"):
+        backbone.head_hidden_size = backbone.num_features
     backbone.reset_classifier(num_classes, "avg")
     setattr(backbone, CAM_TARGET_ATTR, target)
     return backbone

@@ -17,7 +17,9 @@ import yaml
 
 DEFAULT_ZOO = Path(__file__).resolve().parents[2] / "fixtures" / "zoo.yaml"
 ZOO_ENV = "XAI_HARNESS_ZOO"
-_FIELDS = {"architecture", "dataset", "dataset_options", "recipe", "seed", "description"}
+_FIELDS = {"architecture", "dataset", "dataset_options", "recipe", "seed", "description", "pretrained", "compile",
+           "profiles"}
+_PROFILES = ("cpu", "gpu")  # recipes.PROFILES, kept literal so parsing stays import-light
 _REQUIRED = ("architecture", "dataset", "recipe", "seed")
 
 
@@ -36,6 +38,12 @@ class ZooEntry:
         recipe: registered recipe name.
         seed: the training seed (weights init, shuffling, augmentation).
         description: free text for tables.
+        pretrained: path of a local safetensors file to initialise from (relative paths are
+            resolved against the zoo file's folder); None = random init. Never downloaded.
+        compile: torch.compile the model for training (None: the architecture's default; only on
+            CUDA). A speed option, not part of the configuration hash.
+        profiles: the profiles the entry is meant for (``list_zoo(profile=...)`` and ``--model all``
+            skip the others: a ViT-L is impractical on 2 CPU cores). Not part of the hash.
         source: ``file:line`` where the entry is defined (not part of the configuration).
     """
 
@@ -46,12 +54,19 @@ class ZooEntry:
     seed: int
     dataset_options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    pretrained: str | None = None
+    compile: bool | None = field(default=None, compare=False)
+    profiles: tuple[str, ...] = field(default=_PROFILES, compare=False)
     source: str = field(default="", compare=False)
     architecture_source: str = field(default="", compare=False, repr=False)
 
     def config(self) -> dict[str, Any]:
-        """The fields that determine the trained weights (hashed into the checkpoint run name)."""
-        return {
+        """The fields that determine the trained weights (hashed into the checkpoint run name).
+
+        ``pretrained`` appears only when set (the checkpoint hash then also covers the file's
+        sha256), so entries without it keep their hash.
+        """
+        config = {
             "name": self.name,
             "architecture": self.architecture,
             "dataset": self.dataset,
@@ -59,6 +74,9 @@ class ZooEntry:
             "recipe": self.recipe,
             "seed": self.seed,
         }
+        if self.pretrained:
+            config["pretrained"] = self.pretrained
+        return config
 
 
 def zoo_path() -> Path:
@@ -66,9 +84,11 @@ def zoo_path() -> Path:
     return Path(os.environ.get(ZOO_ENV) or DEFAULT_ZOO)
 
 
-def list_zoo(path: str | Path | None = None) -> list[ZooEntry]:
-    """All entries of the zoo file, in file order (no torch import; architectures not checked)."""
-    return list(_load(Path(path) if path else zoo_path()).values())
+def list_zoo(path: str | Path | None = None, *, profile: str | None = None) -> list[ZooEntry]:
+    """The entries of the zoo file (those meant for ``profile`` if given), in file order (no torch
+    import; architectures not checked)."""
+    entries = _load(Path(path) if path else zoo_path()).values()
+    return [e for e in entries if profile is None or profile in e.profiles]
 
 
 def get_zoo_entry(name: str, path: str | Path | None = None) -> ZooEntry:
@@ -178,9 +198,15 @@ def _entry(path: Path, name: str, key_node: yaml.Node, node: yaml.Node) -> ZooEn
         raise ZooError(f"{where_options}: model {name!r}: dataset_options must be a mapping")
     if not isinstance(values["seed"], int) or isinstance(values["seed"], bool):
         raise ZooError(f"{_where(path, _child(node, 'seed'))}: model {name!r}: seed must be an integer")
-    for key in ("architecture", "dataset", "recipe"):
-        if not isinstance(values[key], str):
+    for key in ("architecture", "dataset", "recipe", "pretrained"):
+        if key in values and not isinstance(values[key], str):
             raise ZooError(f"{_where(path, _child(node, key))}: model {name!r}: {key} must be a string")
+    if not isinstance(values.get("compile", False), bool):
+        raise ZooError(f"{_where(path, _child(node, 'compile'))}: model {name!r}: compile must be true or false")
+    profiles = values.get("profiles", list(_PROFILES))
+    if not isinstance(profiles, list) or not profiles or not set(profiles) <= set(_PROFILES):
+        raise ZooError(f"{_where(path, _child(node, 'profiles'))}: model {name!r}: profiles must be a non-empty "
+                       f"list of {', '.join(_PROFILES)}")
     _check_registered(path, node, name, values)
     return ZooEntry(
         name=name,
@@ -190,9 +216,20 @@ def _entry(path: Path, name: str, key_node: yaml.Node, node: yaml.Node) -> ZooEn
         seed=values["seed"],
         dataset_options=options,
         description=str(values.get("description", "")),
+        pretrained=_resolve(path, values.get("pretrained")),
+        compile=values.get("compile"),
+        profiles=tuple(profiles),
         source=where,
         architecture_source=_where(path, _child(node, "architecture")),
     )
+
+
+def _resolve(zoo_file: Path, pretrained: str | None) -> str | None:
+    """``pretrained`` with ``~`` expanded, relative to the zoo file's folder (existence is checked at training)."""
+    if not pretrained:
+        return None
+    path = Path(pretrained).expanduser()
+    return str(path if path.is_absolute() else (zoo_file.resolve().parent / path))
 
 
 def _check_registered(path: Path, node: yaml.MappingNode, name: str, values: dict[str, Any]) -> None:
