@@ -14,10 +14,18 @@ Rows = list[tuple[str, str, str]]  # (name, category, description)
 
 
 def _architecture_rows() -> Rows:
-    from harness.models.architectures import ARCHITECTURES
+    """Each architecture with its parameter count (2 classes) and, for truncated variants, "times smaller"."""
+    from harness.models.architectures import ARCHITECTURES, parameter_count, times_smaller
 
-    return [(name, ARCHITECTURES.meta(name).get("family", "architecture"), ARCHITECTURES.meta(name).get("description", ""))
-            for name in ARCHITECTURES.names()]
+    rows = []
+    for name in ARCHITECTURES.names():
+        meta = ARCHITECTURES.meta(name)
+        size = f"{parameter_count(name) / 1e6:.2f}M params"
+        smaller = times_smaller(name)
+        if smaller:
+            size += f", {smaller:.1f}x smaller than {meta['truncated_from']}"
+        rows.append((name, meta.get("family", "architecture"), f"{meta.get('description', '')} ({size})"))
+    return rows
 
 
 def _dataset_rows() -> Rows:

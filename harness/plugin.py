@@ -57,7 +57,14 @@ def _requested_models(config: pytest.Config) -> list[str]:
     from harness.models.zoo import list_zoo  # reads fixtures/zoo.yaml; no torch
 
     known = [entry.name for entry in list_zoo()]
-    names = known if value == "all" else [n.strip() for n in value.split(",") if n.strip()]
+    if value == "all":  # the entries meant for this run's profile (e.g. vit_large is gpu-only)
+        profile = config.getoption("profile")
+        if profile is None:
+            from harness.models.trainer import default_profile
+
+            profile = default_profile()
+        return [entry.name for entry in list_zoo(profile=profile)]
+    names = [n.strip() for n in value.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise pytest.UsageError(
@@ -115,6 +122,10 @@ class SuiteFile(pytest.File):
                 "or --checkpoint PATH; list the zoo with `xai-harness zoo`"
             )
         for model in models:
+            reason = _not_applicable(suite, model)
+            if reason:
+                yield NotApplicable.from_parent(self, name=f"{suite.name}[{model}]", reason=reason)
+                continue
             for check in suite.checks:
                 for explainer in check.explainers:
                     name = f"{check.id}[{model}-{explainer}]" if explainer != "-" else f"{check.id}[{model}]"
@@ -146,6 +157,32 @@ class SuiteCollectError(Exception):
 
 class CheckFailed(Exception):
     """A check whose condition does not hold; carries the result record."""
+
+
+def _not_applicable(suite, model: str) -> str:
+    """Why ``suite`` does not apply to zoo model ``model`` (its ``datasets`` key), or ""."""
+    if not suite.datasets or model.startswith("checkpoint:"):
+        return ""
+    from harness.models.zoo import get_zoo_entry
+
+    dataset = get_zoo_entry(model).dataset
+    if dataset in suite.datasets:
+        return ""
+    return f"suite {suite.name!r} applies to datasets {', '.join(suite.datasets)}; {model} is trained on {dataset}"
+
+
+class NotApplicable(pytest.Item):
+    """Stands for a suite that does not apply to a model: one skip with the reason, not silence."""
+
+    def __init__(self, *, reason: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reason = reason
+
+    def runtest(self) -> None:
+        pytest.skip(self.reason)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, self.name
 
 
 class CheckItem(pytest.Item):

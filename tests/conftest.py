@@ -8,6 +8,19 @@ pytest_plugins = ["pytester"]
 import pytest
 import torch
 
+# pytester's in-process runs restore sys.modules afterwards; a C extension first imported inside one
+# (numpy.fft via scipy/sklearn) cannot be imported a second time. Import the heavy stack up front.
+import numpy.fft  # noqa: E402,F401
+import scipy.sparse.csgraph  # noqa: E402,F401
+import scipy.stats  # noqa: E402,F401
+import sklearn.cluster  # noqa: E402,F401
+import sklearn.neighbors  # noqa: E402,F401
+
+import harness.metrics  # noqa: E402,F401
+from harness.checks.registry import list_checks  # noqa: E402
+
+list_checks()  # imports every check module (and what they import) before any pytester run
+
 
 @pytest.fixture
 def one_thread():

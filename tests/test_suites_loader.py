@@ -17,13 +17,13 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_shipped_suite_covers_all_six_categories():
+def test_shipped_suite_covers_every_check_category_but_complexity():
     from harness.checks import get_check
 
     suite = load_suite(SHIPPED / "pneumothorax.yaml")
     categories = {get_check(c.check).category for c in suite.checks}
     assert categories == {"performance", "localisation", "randomisation", "stability",
-                          "checkpoint_consistency", "shortcut"}
+                          "checkpoint_consistency", "shortcut", "faithfulness"}
 
 
 GOOD = """\

@@ -32,22 +32,22 @@ class ModelContext:
         model: the loaded ClassifierNet (evaluated in eval mode).
         manifest: its checkpoint manifest (architecture, dataset, recipe, seed, epoch...).
         load_previous: returns the previous epoch's model of the same run, or None if there is none.
-        load_seed: returns the same zoo model trained with another seed (training it on first use),
-            or None where that is impossible (an external checkpoint).
         max_images: cap on images per split (None = all), the first ones in dataset order.
         batch_size: batch size for inference and explanations.
         finding: for a multi-label model, the finding whose score, maps and masks the checks read
             (default: the only finding; a model with several needs one, e.g. ``--finding effusion``).
+        load_seed: returns the same zoo model trained with another seed (training it on first use),
+            or None where that is impossible (an external checkpoint).
     """
 
     name: str
     model: nn.Module
     manifest: dict[str, Any]
     load_previous: Callable[[], nn.Module | None] = lambda: None
-    load_seed: Callable[[int], nn.Module | None] = lambda seed: None
     max_images: int | None = None
     batch_size: int = 64
     finding: str | None = None
+    load_seed: Callable[[int], nn.Module | None] = lambda seed: None
     _datasets: dict[str, ImageSet] = field(default_factory=dict, repr=False)
     _probs: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict, repr=False)
     _maps: dict[tuple[int, str, str], torch.Tensor] = field(default_factory=dict, repr=False)

@@ -26,7 +26,7 @@ import yaml
 
 from harness.checks.condition import Condition
 
-SUITE_KEYS = {"suite", "description", "defaults", "checks"}
+SUITE_KEYS = {"suite", "description", "defaults", "checks", "datasets"}
 DEFAULT_KEYS = {"explainers", "n_boot", "seed", "max_images"}
 CHECK_KEYS = {"id", "check", "require", "severity", "explainers", "params", "overrides", "description"}
 OVERRIDE_KEYS = {"require", "severity", "params", "skip"}
@@ -79,6 +79,7 @@ class Suite:
     checks: list[SuiteCheck]
     max_images: int | None = None
     description: str = ""
+    datasets: tuple[str, ...] = ()  # the datasets the suite applies to (empty: any)
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -115,7 +116,11 @@ def load_suite(path: Path | str) -> Suite:
         raise SuiteError(path, raw["__line__"], "'checks' must be a non-empty list")
     checks = [_parse_check(path, entry, defaults) for entry in raw["checks"]]
     _unique_ids(path, checks)
-    return Suite(str(raw["suite"]), path, checks, defaults.get("max_images"), str(raw.get("description", "")))
+    datasets = raw.get("datasets") or []
+    if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
+        raise SuiteError(path, raw["__line__"], f"'datasets' must be a list of dataset names, got {datasets!r}")
+    return Suite(str(raw["suite"]), path, checks, defaults.get("max_images"), str(raw.get("description", "")),
+                 tuple(datasets))
 
 
 def _parse_check(path: Path, entry: Any, defaults: dict) -> SuiteCheck:
