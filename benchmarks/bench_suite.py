@@ -16,6 +16,7 @@ import argparse
 import math
 import time
 from collections import Counter
+from pathlib import Path
 
 import torch
 
@@ -30,7 +31,7 @@ IMAGES_PER_PATIENT_IN_TEST = 0.44  # synth-cxr: ~307 test images from 700 patien
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--suite", default="suites/pneumothorax.yaml")
+    parser.add_argument("--suite", default=str(Path(__file__).resolve().parents[1] / "suites" / "pneumothorax.yaml"))
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--profile", choices=("cpu", "gpu"))
     args = parser.parse_args()
@@ -49,10 +50,10 @@ def main() -> None:
     data_seconds = time.perf_counter() - start
     times, verdicts = [], Counter()
     for check in suite.checks:
-        for explainer in check.explainers or (None,):
+        for explainer in check.explainers:  # "-" marks a check without an explainer
             t0 = time.perf_counter()
-            result = session.run_item(suite, check, args.model, explainer)
-            times.append((f"{check.id}[{explainer or '-'}]", time.perf_counter() - t0))
+            result = session.run_item(suite, check, args.model, None if explainer == "-" else explainer)
+            times.append((f"{check.id}[{explainer}]", time.perf_counter() - t0))
             verdicts[result.verdict.value] += 1
     total = time.perf_counter() - start
     device = session.device
