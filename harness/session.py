@@ -118,6 +118,24 @@ class HarnessSession:
         idx = torch.nonzero(ctx.labels(split) == 1).flatten()[:N_OVERLAY_CASES]
         self.new_overlays.append(self._overlay(ctx, explainer, split, idx, explainer,
                                                f"{ctx.name} ({ctx.architecture}), {explainer}, {split} positives"))
+        self.new_overlays.append(self._class_average(ctx, explainer, split))
+
+    def _class_average(self, ctx: ModelContext, explainer: str, split: str):
+        """Seed 001's class-averaged view: mean and std of the [0,1] maps over every positive image,
+        over the mean image, with the outline of where lesions occur in at least 10% of them."""
+        from harness.metrics import class_mean_maps
+        from harness.report import Overlay
+
+        positive = ctx.labels(split) == 1
+        summary = class_mean_maps(ctx.unit_maps(explainer, split)[positive], torch.zeros(int(positive.sum()),
+                                  dtype=torch.long), num_classes=1)
+        mean_image = ctx.dataset(split).as_float()[positive].mean(0)
+        lesion_rate = ctx.lesion_masks(split)[positive].float().mean(0) >= 0.1
+        scaled = [m / m.max().clamp_min(1e-12) for m in (summary.mean[0], summary.std[0])]  # display only
+        return Overlay(model=ctx.name, explainer=f"{explainer}-class-average", images=mean_image.expand(2, -1, -1, -1),
+                       maps01=torch.stack(scaled).float(), lesion_masks=lesion_rate.expand(2, -1, -1, -1),
+                       labels=["mean map", "std map"], scores=[float(positive.sum())] * 2,
+                       title=f"{ctx.name}, {explainer}: mean and std over {int(positive.sum())} positives")
 
     def draw_cluster_prototypes(self, ctx: ModelContext, explainer: str, clusters: list[dict], split: str) -> None:
         """Queue one overlay of prototype members per SpRAy cluster (flagged clusters say so in the title)."""
