@@ -141,3 +141,41 @@ def test_xdist_workers_report_to_one_run(toy):
     document = json.loads((toy.path / "reports" / "latest" / "results.json").read_text())
     assert len(document["records"]) == 4 and len(document["overlays"]) == 2
     assert "xai_result" in (toy.path / "junit.xml").read_text()  # records travel into JUnit XML
+
+
+MULTILABEL_ZOO = TOY_ZOO + """\
+  toy_multi:
+    architecture: test_resnet
+    dataset: toy-multilabel
+    dataset_options: {n: 96}
+    recipe: toy
+    seed: 0
+"""
+
+MULTILABEL_SUITE = """\
+suite: multi
+datasets: [toy-multilabel]
+defaults: {explainers: [gradient], n_boot: 200, seed: 0}
+checks:
+  - id: macro
+    check: macro_auroc
+    require: ci_low >= 0.6
+  - id: disk_auroc
+    check: auroc
+    require: ci_low >= 0.6
+  - id: localisation
+    check: pointing_game
+    explainers: [gradient, random]
+    require: value >= 0.5
+"""
+
+
+def test_multilabel_model_is_checked_per_finding_and_other_suites_skip_it(toy, tmp_path):
+    (tmp_path / "zoo.yaml").write_text(MULTILABEL_ZOO)
+    (toy.path / "suites" / "multi.yaml").write_text(MULTILABEL_SUITE)
+    result = _run(toy, "suites/", "--model", "toy_multi,toy", "--finding", "disk", "-rs")
+    result.assert_outcomes(passed=4, skipped=1)  # the toy (binary) model is not on the suite's dataset
+    result.stdout.fnmatch_lines(["*suite 'multi' applies to datasets toy-multilabel; toy is trained on toy-blobs*"])
+    records = json.loads((toy.path / "reports" / "latest" / "results.json").read_text())["records"]
+    macro = next(r for r in records if r["check"] == "macro")
+    assert set(macro["details"]["per_finding_auroc"]) == {"disk", "bar"}
