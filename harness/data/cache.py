@@ -7,7 +7,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -93,3 +93,24 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray] | None:
     except Exception as error:  # noqa: BLE001  (any unreadable file means: regenerate, never crash)
         log.warning("ignoring unreadable cache file %s (%s: %s); regenerating", path, type(error).__name__, error)
         return None
+
+
+def cached_split(prefix: str, config: Mapping[str, Any], generate: Callable[[], Any],
+                 to_arrays: Callable[[Any], dict[str, np.ndarray]],
+                 from_arrays: Callable[[dict[str, np.ndarray], Mapping[str, Any]], Any],
+                 cache_dir: str | Path | None = None) -> Any:
+    """Load ``<prefix>-<config hash>.npz`` from the data cache, else ``generate()`` and save it atomically.
+
+    A cache file that does not hold this config (a hash collision or an older layout) is logged and
+    regenerated, never trusted.
+    """
+    path = data_cache_dir(cache_dir) / f"{prefix}-{config_hash(dict(config))[:24]}.npz"
+    arrays = load_arrays(path)
+    if arrays is not None:
+        try:
+            return from_arrays(arrays, config)
+        except (KeyError, ValueError) as error:
+            log.warning("cache file %s does not hold this config (%s); regenerating", path, error)
+    data = generate()
+    save_arrays(path, to_arrays(data))
+    return data

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from harness.data import register_dataset
-from harness.data.cache import config_hash, data_cache_dir, file_sha256, load_arrays, save_arrays
+from harness.data.cache import cached_split, file_sha256
 from harness.data.demographics import demographics_rng, per_image, sample_demographics
 from harness.data.imageset import ImageSet
 from harness.data.lesions import LesionBank, load_lesion_bank, render_pneumothorax, siim_csv_path
@@ -113,16 +113,8 @@ def synth_cxr(
         The split as an :class:`ImageSet` named ``synth-cxr/<split>``.
     """
     config = make_config(split, size=size, n_patients=n_patients, prevalence=prevalence, shortcuts=shortcuts, seed=seed)
-    path = data_cache_dir(cache_dir) / f"synth-cxr-{config_hash(config)[:24]}.npz"
-    arrays = load_arrays(path)
-    if arrays is not None:
-        try:
-            return from_arrays(arrays, config)
-        except (KeyError, ValueError) as error:
-            log.warning("cache file %s does not hold this config (%s); regenerating", path, error)
-    images = generate(config, cache_dir=cache_dir)
-    save_arrays(path, to_arrays(images))
-    return images
+    return cached_split("synth-cxr", config, lambda: generate(config, cache_dir=cache_dir), to_arrays, from_arrays,
+                        cache_dir)
 
 
 def generate(config: dict, cache_dir: str | Path | None = None) -> ImageSet:
