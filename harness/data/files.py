@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.data.cache import config_hash, data_cache_dir, load_arrays, save_arrays
+from harness.data.cache import cached_split, config_hash
 from harness.data.imageset import ImageSet
 
 log = logging.getLogger(__name__)
@@ -229,16 +229,8 @@ def cached(config: dict, fingerprint: str, build: Callable[[], ImageSet], cache_
     from harness.data.store import imageset_from_arrays, imageset_to_arrays
 
     key = {**config, "source_fingerprint": fingerprint}
-    path = data_cache_dir(cache_dir) / f"{config['dataset']}-{config_hash(key)[:24]}.npz"
-    arrays = load_arrays(path)
-    if arrays is not None:
-        try:
-            return imageset_from_arrays(arrays, config)
-        except (KeyError, ValueError) as error:
-            log.warning("cache file %s does not hold this config (%s); re-reading", path, error)
-    data = build()
-    save_arrays(path, imageset_to_arrays(data))
-    return data
+    return cached_split(config["dataset"], key, build, imageset_to_arrays,
+                        lambda arrays, _: imageset_from_arrays(arrays, config), cache_dir)
 
 
 def files_fingerprint(files: Sequence[Path], paths: Sequence[Path]) -> str:
