@@ -71,19 +71,28 @@ class HarnessSession:
         def load_previous():
             return None if previous is None else load_checkpoint(previous)[0].to(self.device).eval()
 
-        def load_seed(seed: int):
+        def load_variant(**changes):
+            """The same zoo entry with ``changes`` (another seed, shuffled labels), trained on first use."""
             if self.checkpoint and model == self.checkpoint_name:
                 return None
             from dataclasses import replace
 
             from harness.models.zoo import get_zoo_entry
 
-            entry = replace(get_zoo_entry(model), seed=seed)
-            run = ensure_trained(entry, profile=self.profile, store=self.store, progress=True)
+            run = ensure_trained(replace(get_zoo_entry(model), **changes), profile=self.profile, store=self.store,
+                                 progress=True)
             return load_checkpoint(run.checkpoint())[0].to(self.device).eval()
 
+        def load_shuffled(label_seed: int):
+            entry = get_zoo_entry_light(model)
+            if entry is None:
+                return None
+            options = {"base": entry.dataset, "label_seed": label_seed, **entry.dataset_options}
+            return load_variant(name=f"{model}_shuffled_labels", dataset="shuffled-labels", dataset_options=options)
+
         return ModelContext(model, net.to(self.device).eval(), manifest, load_previous, max_images,
-                            finding=self.finding, load_seed=load_seed)
+                            finding=self.finding, load_seed=lambda seed: load_variant(seed=seed),
+                            load_shuffled=load_shuffled)
 
     def run_item(self, suite: Suite, check: SuiteCheck, model: str, explainer: str | None) -> CheckResult:
         """Run one collected item; exceptions become verdict ``error`` with the exception text."""
@@ -157,6 +166,13 @@ class HarnessSession:
         return Overlay(model=ctx.name, explainer=label, images=data.as_float()[idx],
                        maps01=ctx.unit_maps(explainer, split)[idx], lesion_masks=lesions, artifact_masks=artifacts,
                        labels=ctx.labels(split)[idx], scores=ctx.scores(split)[idx], title=title)
+
+
+def get_zoo_entry_light(model: str):
+    """The zoo entry of ``model``, or None for an external checkpoint."""
+    from harness.models.zoo import get_zoo_entry
+
+    return None if model.startswith("checkpoint:") else get_zoo_entry(model)
 
 
 def previous_checkpoint(weights: Path) -> Path | None:

@@ -51,8 +51,8 @@ def test_every_registered_check_runs_as_a_python_function(ctx):
         ran.append(spec.name)
         undefined += [] if math.isfinite(m.value) else [spec.name]
     # each skip is expected here and states its reason (no previous epoch, no other seed, a binary
-    # model, an untrained model that predicts no positive)
-    assert set(skipped) == {"checkpoint_consistency", "seed_consistency", "macro_auroc",
+    # model or label-shuffled twin, a binary model, an untrained model that predicts no positive)
+    assert set(skipped) == {"checkpoint_consistency", "seed_consistency", "data_randomisation", "macro_auroc",
                             "outside_anatomy_attribution", "spray_clusters"}, skipped
     # an untrained model predicts no positive: precision and its kin are undefined (NaN), not errors
     assert set(undefined) <= {"precision", "f1", "spray_clusters", "outside_anatomy_attribution"}, undefined
@@ -111,3 +111,30 @@ def test_seed_consistency_compares_with_the_other_seed_and_skips_without_one(ctx
     assert measure("seed_consistency", different, "gradient", n_boot=50).value < 0.9
     with pytest.raises(CheckSkipped, match="not a zoo model"):
         measure("seed_consistency", ctx, "gradient", n_boot=50)
+
+
+def test_data_randomisation_compares_with_the_shuffled_label_twin(ctx):
+    import dataclasses
+
+    torch.manual_seed(7)
+    twin = create_model("test_resnet", img_size=64).eval()
+    with_twin = dataclasses.replace(ctx, load_shuffled=lambda label_seed: twin, _maps={}, _probs={}, _datasets={})
+    m = measure("data_randomisation", with_twin, "gradient", n_boot=50)
+    assert m.value < 0.9 and "twin_auroc" in m.details
+    same = dataclasses.replace(ctx, load_shuffled=lambda label_seed: ctx.model, _maps={}, _probs={}, _datasets={})
+    assert measure("data_randomisation", same, "gradient", n_boot=50).value == pytest.approx(1.0)
+    with pytest.raises(CheckSkipped, match="not a zoo model"):
+        measure("data_randomisation", ctx, "gradient", n_boot=50)
+
+
+def test_shuffled_labels_permute_only_the_training_labels():
+    from harness.data import load_dataset
+    from harness.models.testing import install_toy
+
+    install_toy()
+    base = load_dataset("toy-blobs", "train", n=64)
+    shuffled = load_dataset("shuffled-labels", "train", base="toy-blobs", n=64, label_seed=3)
+    assert torch.equal(shuffled.images, base.images) and not torch.equal(shuffled.labels, base.labels)
+    assert sorted(shuffled.labels.tolist()) == sorted(base.labels.tolist())
+    test = load_dataset("shuffled-labels", "test", base="toy-blobs", n=64)
+    assert torch.equal(test.labels, load_dataset("toy-blobs", "test", n=64).labels)

@@ -38,6 +38,8 @@ class ModelContext:
             (default: the only finding; a model with several needs one, e.g. ``--finding effusion``).
         load_seed: returns the same zoo model trained with another seed (training it on first use),
             or None where that is impossible (an external checkpoint).
+        load_shuffled: returns the same zoo model trained on permuted training labels (the data
+            randomisation test), or None where that is impossible.
     """
 
     name: str
@@ -48,6 +50,7 @@ class ModelContext:
     batch_size: int = 64
     finding: str | None = None
     load_seed: Callable[[int], nn.Module | None] = lambda seed: None
+    load_shuffled: Callable[[int], nn.Module | None] = lambda label_seed: None
     _datasets: dict[str, ImageSet] = field(default_factory=dict, repr=False)
     _probs: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict, repr=False)
     _maps: dict[tuple[int, str, str], torch.Tensor] = field(default_factory=dict, repr=False)

@@ -17,8 +17,8 @@ from torch import nn
 
 from harness.checks.context import ModelContext, explain_batched
 from harness.checks.localisation import positives
-from harness.checks.registry import Measurement, register_check
-from harness.metrics import bootstrap_ci
+from harness.checks.registry import CheckSkipped, Measurement, register_check
+from harness.metrics import auroc, bootstrap_ci
 from harness.metrics.randomisation import (
     Unit,
     model_parameter_randomisation,
@@ -90,6 +90,29 @@ def check_random_logit(ctx: ModelContext, explainer: str, *, split: str = "test"
     boot = bootstrap_ci(sims, n_boot=n_boot, seed=seed)
     details = {"split": split, "similarity": similarity, "absolute": absolute, "num_classes": ctx.num_classes}
     return Measurement(f"{similarity}_to_other_class", boot.estimate, boot.low, boot.high, boot.n, details)
+
+
+@register_check("data_randomisation", category="randomisation")
+def check_data_randomisation(ctx: ModelContext, explainer: str, *, split: str = "test", label_seed: int = 0,
+                             similarity: str = "spearman", absolute: bool = False, n_boot: int = 1000,
+                             seed: int = 0) -> Measurement:
+    """Data randomisation (Adebayo et al. 2018): similarity of maps to those of the same recipe trained on shuffled labels.
+
+    The twin model sees the same images with permuted labels, so it can only memorise; an
+    explanation that looks the same for both reflects the images or the architecture, not what the
+    model learned from the labels. Lower is better. Trains the twin on first use.
+    """
+    twin = ctx.load_shuffled(label_seed)
+    if twin is None:
+        raise CheckSkipped(f"model {ctx.name!r} is not a zoo model: no label-shuffled twin can be trained")
+    idx = positives(ctx, split)
+    sims = similarity_fn(similarity, absolute)(ctx.maps(explainer, split)[idx],
+                                               ctx.maps(explainer, split, model=twin)[idx])
+    boot = bootstrap_ci(sims, n_boot=n_boot, seed=seed)
+    twin_auroc = float(auroc(ctx.scores(split, model=twin), ctx.labels(split)))
+    details = {"split": split, "similarity": similarity, "absolute": absolute, "label_seed": label_seed,
+               "twin_auroc": twin_auroc}
+    return Measurement(f"{similarity}_to_shuffled_label_model", boot.estimate, boot.low, boot.high, boot.n, details)
 
 
 __all__ = ["Unit", "parameter_groups", "randomise_group", "similarity_fn", "batched_explain_fn"]

@@ -24,6 +24,7 @@ def _import_builtin() -> None:
     import harness.data.chexpert  # noqa: F401  (registers "chexpert")
     import harness.data.nih_cxr14  # noqa: F401  (registers "nih-cxr14")
     import harness.data.pcam  # noqa: F401  (registers "pcam")
+    import harness.data.shuffled  # noqa: F401  (registers "shuffled-labels")
     import harness.data.siim_acr  # noqa: F401  (registers "siim-acr")
     import harness.data.synth_cxr  # noqa: F401  (registers "synth-cxr")
     import harness.data.synth_cxr14  # noqa: F401  (registers "synth-cxr14")
