@@ -13,6 +13,7 @@ Writes benchmarks/results/suite_<device>.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 from collections import Counter
@@ -21,7 +22,6 @@ from pathlib import Path
 import torch
 
 from common import record, write_results  # noqa: I001
-from harness.checks.context import ModelContext
 from harness.session import HarnessSession
 from harness.suites import load_suite
 
@@ -41,7 +41,7 @@ def main() -> None:
     options = dict(base.manifest["dataset"].get("options", {}))
     options["n_patients"] = max(700, math.ceil(args.images / IMAGES_PER_PATIENT_IN_TEST * 1.05))
     manifest = {**base.manifest, "dataset": {**base.manifest["dataset"], "options": options}}
-    ctx = ModelContext(args.model, base.model, manifest, base.load_previous, max_images=args.images)
+    ctx = dataclasses.replace(base, manifest=manifest, max_images=args.images, _datasets={}, _probs={}, _maps={})
     session.add_context(ctx)
     suite = load_suite(args.suite)
 
@@ -55,6 +55,8 @@ def main() -> None:
             result = session.run_item(suite, check, args.model, None if explainer == "-" else explainer)
             times.append((f"{check.id}[{explainer}]", time.perf_counter() - t0))
             verdicts[result.verdict.value] += 1
+            if result.verdict.value in ("fail", "error", "skip"):
+                print(f"  {result.verdict.value}: {check.id}[{explainer}]: {result.message[:160]}")
     total = time.perf_counter() - start
     device = session.device
     n_test = len(ctx.dataset("test"))
