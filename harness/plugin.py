@@ -331,20 +331,22 @@ def dataset(xai_model):
 
 @pytest.fixture
 def explain(xai_model):
-    """``explain(explainer="gradcam", images=None, *, split="test", target=1, unit=False) -> maps [N,1,H,W]``.
+    """``explain(explainer="gradcam", images=None, *, split="test", target=None, unit=False) -> maps [N,1,H,W]``.
 
-    Without ``images``, the cached maps of the whole split (shared with the suites); with ``images``
-    (float [N,1,H,W] in [0,1]), fresh maps of those images.
+    Without ``images`` and ``target``, the cached maps of the whole split (shared with the suites);
+    with ``images`` (float [N,1,H,W] in [0,1]) or another ``target`` class, fresh maps. The default
+    target is the checked class (the positive class, or ``--finding`` for multi-label models).
     """
     from harness.checks.context import explain_batched
 
-    def explain_maps(explainer: str = "gradcam", images=None, *, split: str = "test", target: int = 1,
+    def explain_maps(explainer: str = "gradcam", images=None, *, split: str = "test", target: int | None = None,
                      unit: bool = False):
         method = xai_model.explainer(explainer)
-        if images is None and target == 1:
+        if images is None and target is None:
             maps = xai_model.maps(explainer, split)
         else:
             images = xai_model.images(split) if images is None else images
+            target = xai_model.target_class if target is None else target
             maps = explain_batched(xai_model.model, method, images, xai_model.batch_size, target=target)
         return method.unit_view(maps) if unit else maps
 

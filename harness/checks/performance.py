@@ -117,7 +117,10 @@ def check_subgroup_gap(ctx: ModelContext, explainer: str | None = None, *, attri
     values = data.metadata[attribute]
     groups = age_bands(values) if attribute == "age" else values
     groups = list(groups) if not torch.is_tensor(groups) else groups
-    fn = {"auroc": auroc, "sensitivity": sensitivity, "specificity": specificity, "accuracy": accuracy}[metric]
+    metrics = {"auroc": auroc, "sensitivity": sensitivity, "specificity": specificity, "accuracy": accuracy}
+    if metric not in metrics:
+        raise ValueError(f"subgroup_gap metric must be one of {', '.join(metrics)}, got {metric!r}")
+    fn = metrics[metric]
     scores, labels = scores_and_labels(ctx, split, finding)
     result = subgroup_metric(fn, scores, labels, groups)
     boot = _gap_bootstrap(fn, scores, labels, groups, n_boot, seed)
