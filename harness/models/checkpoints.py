@@ -20,7 +20,6 @@ Every file is written to a temporary file in the same directory and moved into p
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -32,7 +31,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.atomic import atomic_write_bytes
-from harness.models.recipes import Recipe, get_profile, get_recipe
+from harness.models.checkpoint_files import (  # noqa: F401  (re-exported: the store's public API)
+    CheckpointError,
+    file_sha256,
+    load_checkpoint,
+    read_manifest,
+)
+from harness.models.recipes import Recipe, get_recipe
+from harness.models.run_identity import (  # noqa: F401  (re-exported)
+    FORMAT_VERSION,
+    config_hash,
+    dataset_version,
+    pretrained_sha256,
+    versions,
+)
 from harness.models.zoo import ZooEntry, get_zoo_entry
 
 if TYPE_CHECKING:
@@ -43,12 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKPOINTS_ENV = "XAI_HARNESS_CHECKPOINTS"
-FORMAT_VERSION = 1
 _EPOCH_FILE = re.compile(r"^epoch-(\d{3,})\.safetensors$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be trusted or loaded; the message names the file."""
 
 
 def default_root() -> Path:
@@ -62,151 +69,6 @@ def default_root() -> Path:
 def atomic_write_json(path: Path, payload: Any) -> None:
     """Write ``payload`` as sorted, indented JSON to ``path`` atomically."""
     atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def config_hash(entry: ZooEntry, recipe: Recipe, profile: str) -> str:
-    """First 8 hex digits of sha256 over everything that determines the weights.
-
-    That includes the dataset's declared version (:func:`dataset_version`), so a new data
-    generator retrains the models instead of reusing weights fitted to the old images.
-    """
-    config = entry.config()
-    if entry.pretrained:  # the file's content, not where it lies
-        config["pretrained"] = {"sha256": pretrained_sha256(entry.pretrained)}
-    payload = {
-        "format": FORMAT_VERSION,
-        "entry": config,
-        "dataset_version": dataset_version(entry.dataset),
-        "recipe": recipe.to_dict(),
-        "profile": get_profile(profile).to_dict(),
-    }
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:8]
-
-
-def pretrained_sha256(path: str | Path) -> str:
-    """sha256 of a pretrained weights file (cached by path, size and mtime); ``missing`` if absent."""
-    path = Path(path).expanduser()
-    try:
-        stat = path.stat()
-    except OSError:
-        return "missing"
-    return _cached_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=32)
-def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(Path(path))
-
-
-def dataset_version(name: str) -> str | None:
-    """The version a registered dataset declares: ``register_dataset(name, version=...)`` metadata,
-    else a ``GENERATOR_VERSION`` or ``VERSION`` constant of the module defining it; None if neither."""
-    import sys
-
-    from harness.data import DATASETS, list_datasets
-
-    list_datasets()  # registers the built-in datasets
-    if name not in DATASETS:
-        return None
-    declared = DATASETS.meta(name).get("version")
-    if declared is not None:
-        return str(declared)
-    module = sys.modules.get(getattr(DATASETS.get(name), "__module__", ""), None)
-    found = getattr(module, "GENERATOR_VERSION", None) or getattr(module, "VERSION", None)
-    return None if found is None else str(found)
-
-
-def versions() -> dict[str, str]:
-    import safetensors
-    import timm
-    import torch
-
-    import harness
-
-    return {"torch": torch.__version__, "timm": timm.__version__, "safetensors": safetensors.__version__,
-            "harness": harness.__version__}
-
-
-# ----------------------------------------------------------------------------------------------
-# Loading
-
-
-def load_checkpoint(weights_path: str | Path, *, device: str = "cpu") -> tuple[ClassifierNet, dict[str, Any]]:
-    """Load ``epoch-NNN.safetensors`` and its sibling manifest; the model comes back in eval mode.
-
-    Raises:
-        CheckpointError: missing/invalid manifest, sha256 mismatch, unregistered architecture,
-            or a state dict that does not match the architecture.
-    """
-    weights_path = Path(weights_path)
-    manifest = read_manifest(weights_path)
-    expected = manifest.get("sha256", "")
-    actual = file_sha256(weights_path)
-    if actual != expected:
-        raise CheckpointError(f"{weights_path}: sha256 mismatch: expected {expected}, file has {actual}")
-    model = _build_for(manifest, weights_path)
-    _load_state(model, weights_path)
-    return model.to(device).eval(), manifest
-
-
-def read_manifest(weights_path: Path) -> dict[str, Any]:
-    manifest_path = Path(weights_path).with_suffix(".json")
-    if not Path(weights_path).is_file():
-        raise CheckpointError(f"{weights_path}: no such checkpoint file")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{weights_path}: manifest {manifest_path.name} is missing") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{manifest_path}: unreadable manifest: {err}") from err
-    missing = [k for k in ("architecture", "img_size", "num_classes", "sha256") if k not in manifest]
-    if missing:
-        raise CheckpointError(f"{manifest_path}: manifest lacks {missing}")
-    return manifest
-
-
-def _build_for(manifest: dict[str, Any], weights_path: Path) -> ClassifierNet:
-    from harness.models.architectures import ARCHITECTURES, create_model
-
-    arch = manifest["architecture"]
-    if arch not in ARCHITECTURES:
-        raise CheckpointError(
-            f"{weights_path}: architecture {arch!r} is not registered; known: {', '.join(ARCHITECTURES.names())}"
-        )
-    return create_model(arch, img_size=int(manifest["img_size"]), num_classes=int(manifest["num_classes"]),
-                        preprocess=manifest.get("preprocess", "none"), multilabel=bool(manifest.get("multilabel", False)),
-                        finding_names=tuple(manifest.get("finding_names", ())))
-
-
-def _load_state(model: ClassifierNet, weights_path: Path) -> None:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{weights_path}: not a readable safetensors file: {err}") from err
-    expected = model.state_dict()
-    problems = [f"missing {k}" for k in expected if k not in state]
-    problems += [f"unexpected {k}" for k in state if k not in expected]
-    problems += [
-        f"{k}: shape {tuple(state[k].shape)} in file, {tuple(v.shape)} in {model.arch}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if problems:
-        shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} problems)" if len(problems) > 5 else "")
-        raise CheckpointError(f"{weights_path}: state dict does not match architecture {model.arch!r}: {shown}")
-    model.load_state_dict(state, strict=True)
 
 
 # ----------------------------------------------------------------------------------------------
