@@ -3,13 +3,15 @@
 The package is a pipeline; each stage is one subpackage, and an earlier stage never
 imports a later one:
 
-    data      -> deterministic synthetic chest radiographs with lesion and artifact masks
-    models    -> architecture registry over timm, trainer, checkpoint store, model zoo
+    data      -> synthetic chest radiographs (binary and multi-label) with lesion, lung and artifact
+                 masks; loaders for NIH ChestX-ray14, SIIM-ACR, CheXpert, PCam; perturbations
+    models    -> architectures (timm, torchvision, truncated), recipes, trainer, checkpoint store, zoo
     explain   -> saliency explainers with one contract: Tensor[B,1,H,W], one target per sample
-    metrics   -> pure batched torch metrics (performance, localisation, similarity, statistics)
+    metrics   -> pure batched torch metrics (performance, localisation, similarity, randomisation,
+                 robustness, complexity, faithfulness, statistics), each checked against a reference
     checks    -> a check computes a value with a CI; a condition turns it into a verdict
     suites    -> declarative YAML suites parsed into check specifications
-    report    -> results.json, summary.md, heatmap overlays, the terminal table
+    report    -> results.json, summary.md, overlays, cross-model statistics, the terminal table
 
 `harness.plugin` is the pytest front end; `harness.cli` the command line.
 """
