@@ -73,18 +73,16 @@ class HarnessSession:
 
         def load_variant(**changes):
             """The same zoo entry with ``changes`` (another seed, shuffled labels), trained on first use."""
-            if self.checkpoint and model == self.checkpoint_name:
+            entry = zoo_entry_of(model)
+            if entry is None:
                 return None
             from dataclasses import replace
 
-            from harness.models.zoo import get_zoo_entry
-
-            run = ensure_trained(replace(get_zoo_entry(model), **changes), profile=self.profile, store=self.store,
-                                 progress=True)
+            run = ensure_trained(replace(entry, **changes), profile=self.profile, store=self.store, progress=True)
             return load_checkpoint(run.checkpoint())[0].to(self.device).eval()
 
         def load_shuffled(label_seed: int):
-            entry = get_zoo_entry_light(model)
+            entry = zoo_entry_of(model)
             if entry is None:
                 return None
             options = {"base": entry.dataset, "label_seed": label_seed, **entry.dataset_options}
@@ -168,8 +166,8 @@ class HarnessSession:
                        labels=ctx.labels(split)[idx], scores=ctx.scores(split)[idx], title=title)
 
 
-def get_zoo_entry_light(model: str):
-    """The zoo entry of ``model``, or None for an external checkpoint."""
+def zoo_entry_of(model: str):
+    """The zoo entry of ``model``, or None for an external checkpoint (``--checkpoint``)."""
     from harness.models.zoo import get_zoo_entry
 
     return None if model.startswith("checkpoint:") else get_zoo_entry(model)

@@ -1,4 +1,4 @@
-"""Cascading randomisation: groups in forward order, deterministic re-initialisation on a copy."""
+"""Randomisation units (block granularity) in forward order, deterministic re-initialisation."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import copy
 
 import torch
 
-from harness.checks.randomisation import parameter_groups, randomise_group
+from harness.metrics.randomisation import randomisation_units, randomise_unit
 from harness.models import create_model
+
+
+def parameter_groups(model):
+    return {u.name: u.params for u in randomisation_units(model, granularity="block")}
 
 
 def test_groups_follow_forward_order_and_include_model_level_tensors():
@@ -26,8 +30,8 @@ def test_randomisation_is_deterministic_and_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    randomise_group(a, names, seed=7)
+    randomise_unit(a, names, seed=7)
     assert torch.equal(torch.rand(1), before)
-    randomise_group(b, names, seed=7)
+    randomise_unit(b, names, seed=7)
     assert torch.equal(a.backbone.fc.weight, b.backbone.fc.weight)
     assert not torch.equal(a.backbone.fc.weight, model.backbone.fc.weight)

@@ -54,6 +54,7 @@ class ModelContext:
     _datasets: dict[str, ImageSet] = field(default_factory=dict, repr=False)
     _probs: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict, repr=False)
     _maps: dict[tuple[int, str, str], torch.Tensor] = field(default_factory=dict, repr=False)
+    _memo: dict[tuple, Any] = field(default_factory=dict, repr=False)
 
     @property
     def architecture(self) -> str:
@@ -140,6 +141,13 @@ class ModelContext:
         if key not in self._probs:
             self._probs[key] = predict_probs(model, self.images(split), self.batch_size)
         return self._probs[key]
+
+    def memo(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per ``key`` for this model: results shared by several checks (e.g. a
+        random-order baseline every explainer is compared with)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def explainer(self, name: str):
         return _explainer(name)

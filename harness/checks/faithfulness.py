@@ -25,12 +25,17 @@ def _curves(ctx: ModelContext, explainer: str, split: str, n_images: int, n_step
     images = ctx.images(split)[idx].to(ctx.device)
     targets = ctx.target_tensor(idx.numel()).to(ctx.device)
     maps = ctx.maps(explainer, split)[idx].to(ctx.device)
-    order = torch.rand(maps.shape, generator=torch.Generator().manual_seed(seed)).to(ctx.device)
     curve = insertion_curve if insert else deletion_curve
+
+    def random_order_auc() -> torch.Tensor:  # the same for every explainer: computed once per model
+        order = torch.rand(maps.shape, generator=torch.Generator().manual_seed(seed)).to(ctx.device)
+        with torch.no_grad():
+            return curve_auc(curve(ctx.model, images, order, targets, n_steps=n_steps, batch_size=ctx.batch_size)).cpu()
+
+    chance = ctx.memo(("random_order", curve.__name__, split, n_images, n_steps, seed), random_order_auc)
     with torch.no_grad():
         ours = curve(ctx.model, images, maps, targets, n_steps=n_steps, batch_size=ctx.batch_size)
-        chance = curve(ctx.model, images, order, targets, n_steps=n_steps, batch_size=ctx.batch_size)
-    return curve_auc(ours).cpu(), curve_auc(chance).cpu(), ours.nanmean(0).cpu()
+    return curve_auc(ours).cpu(), chance, ours.nanmean(0).cpu()
 
 
 @register_check("deletion", category="faithfulness")

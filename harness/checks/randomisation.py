@@ -19,23 +19,8 @@ from harness.checks.context import ModelContext, explain_batched
 from harness.checks.localisation import positives
 from harness.checks.registry import CheckSkipped, Measurement, register_check
 from harness.metrics import auroc, bootstrap_ci
-from harness.metrics.randomisation import (
-    Unit,
-    model_parameter_randomisation,
-    randomisation_units,
-    randomise_unit,
-    random_logit,
-)
+from harness.metrics.randomisation import model_parameter_randomisation, random_logit
 from harness.metrics.registry import get_metric
-
-
-def parameter_groups(model: nn.Module, depth: int = 3) -> dict[str, list[str]]:
-    """Parameter names grouped by owning block (``randomisation_units(granularity="block")``), forward order."""
-    return {u.name: list(u.params) for u in randomisation_units(model, granularity="block", depth=depth)}
-
-
-def randomise_group(model: nn.Module, names: list[str], seed: int) -> None:
-    randomise_unit(model, names, seed)
 
 
 def similarity_fn(name: str, absolute: bool = False) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -115,4 +100,4 @@ def check_data_randomisation(ctx: ModelContext, explainer: str, *, split: str = 
     return Measurement(f"{similarity}_to_shuffled_label_model", boot.estimate, boot.low, boot.high, boot.n, details)
 
 
-__all__ = ["Unit", "parameter_groups", "randomise_group", "similarity_fn", "batched_explain_fn"]
+__all__ = ["similarity_fn", "batched_explain_fn"]

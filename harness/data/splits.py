@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 from typing import Mapping
 
 import numpy as np
@@ -62,3 +64,17 @@ def check_patient_disjoint(split_patients: Mapping[str, np.ndarray]) -> None:
             if pid in seen and seen[pid] != split:
                 raise ValueError(f"patient {pid} is in both {seen[pid]!r} and {split!r}")
             seen[pid] = split
+
+
+def check_synthetic_options(split: str, size: int, n_patients: int, seed: int) -> tuple[int, int, int]:
+    """Validate the options the synthetic datasets share; returns ``(size, n_patients, seed)`` as ints."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    size, n_patients, seed = operator.index(size), operator.index(n_patients), operator.index(seed)
+    if size < 32:
+        raise ValueError(f"size must be >= 32, got {size}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if n_patients < 3:
+        raise ValueError(f"n_patients must be >= 3, got {n_patients}")
+    return size, n_patients, seed

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import operator
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from harness.data.imageset import ImageSet
 from harness.data.lesions import LesionBank, load_lesion_bank, render_pneumothorax, siim_csv_path
 from harness.data.phantom import Anatomy, batch_factors, expose, render_anatomy
 from harness.data.shortcuts import apply_artifacts, normalise_shortcuts
-from harness.data.splits import SPLITS, n_decorrelated_patients
+from harness.data.splits import SPLITS, check_synthetic_options, n_decorrelated_patients
 from harness.data.texture import gaussian_blur, smooth_noise
 from harness.data.world import World, build_world
 
@@ -58,15 +57,7 @@ def make_config(
     seed: int = 0,
 ) -> dict:
     """Validate the options of :func:`synth_cxr` into its full, JSON-serialisable config."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    size, n_patients, seed = operator.index(size), operator.index(n_patients), operator.index(seed)
-    if size < 32:
-        raise ValueError(f"size must be >= 32, got {size}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if n_patients < 3:
-        raise ValueError(f"n_patients must be >= 3, got {n_patients}")
+    size, n_patients, seed = check_synthetic_options(split, size, n_patients, seed)
     if not 0.0 <= float(prevalence) <= 1.0:
         raise ValueError(f"prevalence must lie in [0, 1], got {prevalence}")
     return {

@@ -30,7 +30,6 @@ Nodules are the hardest finding (3-5 px wide at 64x64).
 from __future__ import annotations
 
 import logging
-import operator
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from harness.data.imageset import ImageSet
 from harness.data.lesions import LesionBank, load_lesion_bank, render_pneumothorax, siim_csv_path
 from harness.data.phantom import batch_factors, expose, render_anatomy
 from harness.data.shortcuts import ARTIFACTS, DEFAULT_RATE, apply_artifacts, normalise_shortcuts
-from harness.data.splits import SPLITS
+from harness.data.splits import SPLITS, check_synthetic_options
 from harness.data.store import imageset_from_arrays, imageset_to_arrays
 from harness.data.texture import gaussian_blur, smooth_noise
 from harness.data.world14 import FINDINGS, PREVALENCE, World14, build_world14
@@ -70,15 +69,7 @@ def make_config(
     seed: int = 0,
 ) -> dict:
     """Validate the options of :func:`synth_cxr14` into its full, JSON-serialisable config."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    size, n_patients, seed = operator.index(size), operator.index(n_patients), operator.index(seed)
-    if size < 32:
-        raise ValueError(f"size must be >= 32, got {size}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if n_patients < 3:
-        raise ValueError(f"n_patients must be >= 3, got {n_patients}")
+    size, n_patients, seed = check_synthetic_options(split, size, n_patients, seed)
     return {
         "dataset": "synth-cxr14",
         "split": split,
