@@ -30,7 +30,7 @@ def test_bootstrap_ci_is_seeded_and_counts_nans():
     assert (a.n, a.n_excluded) == (4, 2)
     assert a.estimate == pytest.approx(0.45)
     assert a.low <= a.estimate <= a.high
-    assert set(a.to_dict()) == {"estimate", "low", "high", "n", "n_excluded", "n_boot", "alpha"}
+    assert set(a.to_dict()) == {"estimate", "low", "high", "n", "n_excluded", "n_boot", "alpha", "n_groups"}
 
 
 def test_bootstrap_ci_degenerate_inputs():
@@ -127,3 +127,73 @@ def test_paired_bootstrap_of_auroc_batched_equals_loop():
     assert fast.estimate == pytest.approx(float(auroc(strong, labels) - auroc(weak, labels)), abs=1e-12)
     assert (fast.low, fast.high, fast.n_boot) == pytest.approx((loop.low, loop.high, loop.n_boot), abs=1e-12)
     assert fast.low > 0
+
+
+# --- the cluster (patient) bootstrap
+
+
+def _patients(n_patients: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image values with a strong patient effect, 1-4 images per patient, and the patient ids."""
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.randint(1, 5, (n_patients,), generator=g)
+    ids = torch.repeat_interleave(torch.arange(n_patients), counts)
+    effect = torch.randn(n_patients, generator=g)[ids]
+    return (effect + 0.2 * torch.randn(ids.numel(), generator=g)).double(), ids
+
+
+def test_duplicating_every_image_widens_nothing_under_the_patient_bootstrap():
+    values, ids = _patients(60)
+    doubled, doubled_ids = values.repeat(2), ids.repeat(2)
+    once = bootstrap_ci(values, groups=ids, n_boot=2000, seed=4)
+    twice = bootstrap_ci(doubled, groups=doubled_ids, n_boot=2000, seed=4)
+    assert (once.low, once.high) == pytest.approx((twice.low, twice.high), abs=1e-12)
+    assert (twice.n, twice.n_groups) == (2 * values.numel(), 60)
+    # the image bootstrap treats the copies as new evidence: its interval narrows (by about 1/sqrt(2))
+    image_once = bootstrap_ci(values, n_boot=2000, seed=4)
+    image_twice = bootstrap_ci(doubled, n_boot=2000, seed=4)
+    assert image_twice.high - image_twice.low < 0.8 * (image_once.high - image_once.low)
+
+
+def test_patient_bootstrap_is_wider_than_the_image_bootstrap_for_correlated_images():
+    values, ids = _patients(80, seed=1)
+    patients = bootstrap_ci(values, groups=ids, n_boot=2000, seed=0)
+    images = bootstrap_ci(values, n_boot=2000, seed=0)
+    assert patients.estimate == pytest.approx(images.estimate)
+    assert patients.high - patients.low > 1.2 * (images.high - images.low)
+
+
+def test_cluster_bootstrap_of_the_mean_equals_a_reference_loop():
+    values, ids = _patients(30, seed=2)
+    result = bootstrap_ci(values, groups=ids, n_boot=300, seed=9)
+    index = torch.randint(0, 30, (300, 30), generator=torch.Generator().manual_seed(9))
+    reference = [torch.cat([values[ids == c] for c in row]).mean().item() for row in index.tolist()]
+    assert result.low == pytest.approx(np.percentile(reference, 2.5))
+    assert result.high == pytest.approx(np.percentile(reference, 97.5))
+
+
+def test_patient_bootstrap_of_auroc_keeps_patients_together_and_counts_them():
+    values, ids = _patients(50, seed=3)
+    labels = (values > 0).long()
+    scores = values + 0.8 * torch.randn(values.numel(), generator=torch.Generator().manual_seed(1)).double()
+    once = bootstrap_statistic(auroc, scores, labels, groups=ids, n_boot=300, seed=0)
+    twice = bootstrap_statistic(auroc, scores.repeat(2), labels.repeat(2), groups=ids.repeat(2), n_boot=300, seed=0)
+    assert (once.low, once.high) == pytest.approx((twice.low, twice.high), abs=1e-9)
+    assert once.n_groups == 50 and once.n == values.numel()
+    single = bootstrap_statistic(auroc, scores, labels, groups=torch.arange(values.numel()), n_boot=300, seed=0,
+                                 batched=True)
+    assert single == bootstrap_statistic(auroc, scores, labels, n_boot=300, seed=0, batched=True) or \
+        single.low == pytest.approx(bootstrap_statistic(auroc, scores, labels, n_boot=300, seed=0, batched=True).low)
+
+
+def test_groups_must_match_the_values():
+    with pytest.raises(ValueError, match="one cluster id per value"):
+        bootstrap_ci([1.0, 2.0], groups=[0])
+    with pytest.raises(TypeError, match="integer ids"):
+        bootstrap_ci([1.0, 2.0], groups=[0.5, 1.5])
+
+
+def test_nan_values_drop_out_of_their_patient():
+    values = torch.tensor([1.0, float("nan"), 3.0, 5.0])
+    result = bootstrap_ci(values, groups=torch.tensor([0, 0, 1, 2]), n_boot=200, seed=0)
+    assert (result.n, result.n_excluded, result.n_groups) == (3, 1, 3)
+    assert result.estimate == pytest.approx(3.0)

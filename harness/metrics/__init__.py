@@ -61,7 +61,7 @@ from harness.metrics.performance import (
 )
 from harness.metrics.registry import METRIC_CATEGORIES, MetricSpec, get_metric, list_metrics, register_metric
 from harness.metrics.similarity import average_ranks, pearson, spearman
-from harness.metrics.stats import BootstrapResult, bootstrap_ci, bootstrap_statistic, paired_bootstrap
+from harness.metrics.stats import BootstrapResult, bootstrap_ci, bootstrap_statistic, cluster_resamples, paired_bootstrap
 from harness.metrics.subgroups import SubgroupResult, age_bands, subgroup_metric
 
 # Importing these modules registers their metrics. ``complexity`` (the function) is not re-exported: it
@@ -111,6 +111,7 @@ __all__ = [
     "average_ranks",
     "bootstrap_ci",
     "bootstrap_statistic",
+    "cluster_resamples",
     "border_fraction",
     "border_frame",
     "border_share",
