@@ -73,6 +73,13 @@ def _perturbation_rows() -> Rows:
     return [(name, "perturbation", description) for name, description in list_perturbations()]
 
 
+def _defect_rows() -> Rows:
+    from harness.meta.defects import list_defects
+
+    return [(d.name, d.kind, f"{d.description}; meant to be caught by " + ", ".join(map(str, d.intended)))
+            for d in list_defects()]
+
+
 #: ``xai-harness list KIND``: each kind maps to a callable returning (name, category, description) rows.
 LISTERS: dict[str, Callable[[], Rows]] = {
     "architectures": _architecture_rows,
@@ -82,6 +89,7 @@ LISTERS: dict[str, Callable[[], Rows]] = {
     "metrics": _metric_rows,
     "checks": _check_rows,
     "perturbations": _perturbation_rows,
+    "defects": _defect_rows,
 }
 
 
@@ -148,7 +156,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from harness.models.checkpoints import CheckpointStore, ensure_trained
+    from harness.models.checkpoints import CheckpointStore
+    from harness.models.provision import ensure_trained
     from harness.models.pretrained import PretrainedError
     from harness.models.recipes import get_recipe
     from harness.models.trainer import TrainingDivergedError, default_profile
@@ -224,6 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--profile", choices=("cpu", "gpu"))
     zoo.add_argument("--checkpoint-dir")
     zoo.set_defaults(func=cmd_zoo)
+
+    from harness.meta.commands import add_arguments, calibrate_command, meta_command
+
+    calibrate = commands.add_parser("calibrate", help="propose suite thresholds from the calib split: healthy "
+                                    "models vs the defects each check is meant to catch")
+    add_arguments(calibrate, meta=False)
+    calibrate.set_defaults(func=calibrate_command)
+    meta = commands.add_parser("meta", help="judge the healthy population and the defect zoo on the test "
+                               "split: detection matrix, sensitivity and false-fail rate per check")
+    add_arguments(meta, meta=True)
+    meta.set_defaults(func=meta_command)
 
     lister = commands.add_parser("list", help="list registered names of one kind")
     lister.add_argument("kind", choices=sorted(LISTERS))

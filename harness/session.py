@@ -1,8 +1,8 @@
 """HarnessSession: the work behind the pytest plugin (and usable from scripts and notebooks).
 
-It resolves model names to trained checkpoints (training on first use), keeps one ModelContext
-per model so predictions and explanations are computed once and shared by all checks, runs
-checks, and renders heatmap overlays for the report.
+It resolves model names to trained models through a ``ModelProvider`` (training on first use),
+keeps one ModelContext per model so predictions and explanations are computed once and shared by
+all checks, runs checks, and renders heatmap overlays for the report.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from harness.checks.context import ModelContext
+from harness.explain.context import ModelContext
 from harness.checks.result import CheckResult, Verdict
 from harness.checks.runner import error_result, run_check
 from harness.checks.registry import get_check
@@ -27,15 +27,17 @@ class HarnessSession:
 
     def __init__(self, *, profile: str | None = None, checkpoint: str | None = None,
                  checkpoint_dir: str | None = None, max_images: int | None = None,
-                 finding: str | None = None) -> None:
-        from harness.models import CheckpointStore, default_profile
+                 finding: str | None = None, seed: int = 0) -> None:
+        from harness.models import CheckpointStore, ModelProvider
 
-        self.profile = profile or default_profile()
+        self.provider = ModelProvider(profile=profile, store=CheckpointStore(checkpoint_dir))
+        self.profile = self.provider.profile
+        self.store = self.provider.store
+        self.device = self.provider.device
         self.checkpoint = Path(checkpoint) if checkpoint else None
-        self.store = CheckpointStore(checkpoint_dir)
         self.max_images = max_images
         self.finding = finding
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.seed = seed
         self._contexts: dict[str, ModelContext] = {}
         self._overlays: set[tuple[str, str]] = set()
         self.new_overlays: list = []  # Overlay values not yet handed to the report writer
@@ -57,40 +59,12 @@ class HarnessSession:
         self._contexts[ctx.name] = ctx
 
     def _load(self, model: str, max_images: int | None) -> ModelContext:
-        from harness.models import ensure_trained, load_checkpoint
-
         if self.checkpoint and model == self.checkpoint_name:
-            net, manifest = load_checkpoint(self.checkpoint)
-            previous = previous_checkpoint(self.checkpoint)
+            subject = self.provider.external(self.checkpoint, name=model)
         else:
-            run = ensure_trained(model, profile=self.profile, store=self.store, progress=True)
-            path = run.checkpoint()
-            net, manifest = load_checkpoint(path)
-            previous = previous_checkpoint(path)
-
-        def load_previous():
-            return None if previous is None else load_checkpoint(previous)[0].to(self.device).eval()
-
-        def load_variant(**changes):
-            """The same zoo entry with ``changes`` (another seed, shuffled labels), trained on first use."""
-            entry = zoo_entry_of(model)
-            if entry is None:
-                return None
-            from dataclasses import replace
-
-            run = ensure_trained(replace(entry, **changes), profile=self.profile, store=self.store, progress=True)
-            return load_checkpoint(run.checkpoint())[0].to(self.device).eval()
-
-        def load_shuffled(label_seed: int):
-            entry = zoo_entry_of(model)
-            if entry is None:
-                return None
-            options = {"base": entry.dataset, "label_seed": label_seed, **entry.dataset_options}
-            return load_variant(name=f"{model}_shuffled_labels", dataset="shuffled-labels", dataset_options=options)
-
-        return ModelContext(model, net.to(self.device).eval(), manifest, load_previous, max_images,
-                            finding=self.finding, load_seed=lambda seed: load_variant(seed=seed),
-                            load_shuffled=load_shuffled)
+            subject = self.provider.resolve(model)
+        return ModelContext(model, subject.model, subject.manifest, self.provider.twins(subject), max_images,
+                            finding=self.finding, seed=self.seed)
 
     def run_item(self, suite: Suite, check: SuiteCheck, model: str, explainer: str | None) -> CheckResult:
         """Run one collected item; exceptions become verdict ``error`` with the exception text."""
@@ -164,19 +138,3 @@ class HarnessSession:
         return Overlay(model=ctx.name, explainer=label, images=data.as_float()[idx],
                        maps01=ctx.unit_maps(explainer, split)[idx], lesion_masks=lesions, artifact_masks=artifacts,
                        labels=ctx.labels(split)[idx], scores=ctx.scores(split)[idx], title=title)
-
-
-def zoo_entry_of(model: str):
-    """The zoo entry of ``model``, or None for an external checkpoint (``--checkpoint``)."""
-    from harness.models.zoo import get_zoo_entry
-
-    return None if model.startswith("checkpoint:") else get_zoo_entry(model)
-
-
-def previous_checkpoint(weights: Path) -> Path | None:
-    """The checkpoint of the epoch before ``weights`` in the same run folder, if it was kept."""
-    from harness.models.checkpoints import read_manifest
-
-    epoch = int(read_manifest(Path(weights)).get("epoch", 0))
-    candidate = Path(weights).with_name(f"epoch-{epoch - 1:03d}.safetensors")
-    return candidate if epoch > 1 and candidate.is_file() else None

@@ -19,9 +19,9 @@ from harness.models.checkpoints import (
     TrainedRun,
     atomic_write_bytes,
     default_root,
-    ensure_trained,
     load_checkpoint,
 )
+from harness.models.provision import ensure_trained
 from harness.models.recipes import get_recipe
 from harness.models.testing import toy_entry
 
@@ -74,7 +74,7 @@ def test_manifest_fields(trained):
     assert manifest["metrics"]["val_auroc"] == trained.history[-1]["val_auroc"]
     assert manifest["sha256"] == ckpt.file_sha256(trained.checkpoint())
     assert manifest["versions"]["torch"] == torch.__version__ and "timm" in manifest["versions"]
-    assert manifest["target_layer"] == "backbone.layer4"
+    assert manifest["target_layer"] == "backbone.layer1"  # test_resnet at 32 px: the stride-4 stage is 8x8
 
 
 def test_round_trip_is_bit_identical(trained, tmp_path):

@@ -11,7 +11,8 @@ import torchvision
 from safetensors.torch import load_file, save_file
 
 from harness.models.architectures import create_model
-from harness.models.checkpoints import CheckpointStore, config_hash, ensure_trained
+from harness.models.checkpoints import CheckpointStore, config_hash
+from harness.models.provision import ensure_trained
 from harness.models.pretrained import PretrainedError, load_pretrained, read_weights
 from harness.models.recipes import get_recipe
 from harness.models.testing import toy_entry

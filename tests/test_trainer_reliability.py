@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from harness.models import trainer
 from harness.models.architectures import create_model
-from harness.models.checkpoints import CheckpointStore, TrainedRun, ensure_trained, load_checkpoint
+from harness.models.checkpoints import CheckpointStore, TrainedRun, load_checkpoint
+from harness.models.provision import ensure_trained
 from harness.models.recipes import Profile, get_recipe
 from harness.models.testing import toy_entry, toy_imageset
 from harness.models.train_state import flatten, load_train_state, unflatten

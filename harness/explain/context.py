@@ -1,7 +1,9 @@
-"""ModelContext: everything checks need about one model, computed once and shared.
+"""ModelContext: one model under test with its data, predictions and explanations, computed once and shared.
 
 Predictions and explanations are cached per (split, explainer), so ten checks that read
-Grad-CAM maps of the test split cost one Grad-CAM pass.
+Grad-CAM maps of the test split cost one Grad-CAM pass. The models some checks compare with (the
+previous epoch, another seed, a label-shuffled twin) come from ``twins``, a
+:class:`harness.models.provision.Twins` that the session's provider supplies.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch
 from torch import nn
 
 from harness.data import ImageSet, load_dataset
-from harness.explain import create_explainer
+from harness.explain.base import EXPLAINERS, Explainer
+from harness.models.provision import Twins
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +34,27 @@ class ModelContext:
         name: zoo name (or the checkpoint's file stem for ``--checkpoint``).
         model: the loaded ClassifierNet (evaluated in eval mode).
         manifest: its checkpoint manifest (architecture, dataset, recipe, seed, epoch...).
-        load_previous: returns the previous epoch's model of the same run, or None if there is none.
+        twins: the models checks compare with (previous epoch, another seed, shuffled labels);
+            the default has none, and the checks that need one skip with the reason.
         max_images: cap on images per split (None = all), the first ones in dataset order.
         batch_size: batch size for inference and explanations.
         finding: for a multi-label model, the finding whose score, maps and masks the checks read
             (default: the only finding; a model with several needs one, e.g. ``--finding effusion``).
-        load_seed: returns the same zoo model trained with another seed (training it on first use),
-            or None where that is impossible (an external checkpoint).
-        load_shuffled: returns the same zoo model trained on permuted training labels (the data
-            randomisation test), or None where that is impossible.
+        seed: the run seed; seeds the control explainers (their noise depends on it and on the call,
+            never on the image).
+        explainers: explainer instances by name, this model's own (a control's call counter is
+            per model); names not given are created from the registry on first use.
     """
 
     name: str
     model: nn.Module
     manifest: dict[str, Any]
-    load_previous: Callable[[], nn.Module | None] = lambda: None
+    twins: Twins = field(default_factory=Twins)
     max_images: int | None = None
     batch_size: int = 64
     finding: str | None = None
-    load_seed: Callable[[int], nn.Module | None] = lambda seed: None
-    load_shuffled: Callable[[int], nn.Module | None] = lambda label_seed: None
+    seed: int = 0
+    explainers: dict[str, Explainer] = field(default_factory=dict, repr=False)
     _datasets: dict[str, ImageSet] = field(default_factory=dict, repr=False)
     _probs: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict, repr=False)
     _maps: dict[tuple[int, str, str], torch.Tensor] = field(default_factory=dict, repr=False)
@@ -61,7 +65,8 @@ class ModelContext:
         return str(self.manifest["architecture"])
 
     @property
-    def seed(self) -> int:
+    def training_seed(self) -> int:
+        """The seed the model was trained with (from its manifest)."""
         return int(self.manifest.get("seed", 0))
 
     @property
@@ -134,6 +139,10 @@ class ModelContext:
     def images(self, split: str) -> torch.Tensor:
         return self.dataset(split).as_float()
 
+    def patients(self, split: str) -> torch.Tensor:
+        """``[N]`` patient id of every image: the bootstrap resamples patients, not images."""
+        return self.dataset(split).patient_ids
+
     def probs(self, split: str, model: nn.Module | None = None) -> torch.Tensor:
         """Probability of the positive class ``[N]`` (multi-label: of every finding, ``[N,K]``), on the CPU."""
         model = model or self.model
@@ -149,8 +158,11 @@ class ModelContext:
             self._memo[key] = compute()
         return self._memo[key]
 
-    def explainer(self, name: str):
-        return _explainer(name)
+    def explainer(self, name: str) -> Explainer:
+        """This model's instance of explainer ``name`` (controls seeded with the run seed)."""
+        if name not in self.explainers:
+            self.explainers[name] = create_context_explainer(name, self.seed)
+        return self.explainers[name]
 
     def maps(self, explainer: str, split: str, model: nn.Module | None = None) -> torch.Tensor:
         """Raw maps ``[N,1,H,W]`` (CPU) of the checked class for every image of ``split``."""
@@ -168,7 +180,7 @@ class ModelContext:
 
     @cached_property
     def previous_model(self) -> nn.Module | None:
-        return self.load_previous()
+        return self.twins.previous_epoch()
 
 
 def predict_probs(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -199,10 +211,12 @@ def explain_batched(model: nn.Module, explainer, images: torch.Tensor, batch_siz
     return torch.cat(out) if out else torch.empty(0, *images.shape[1:])
 
 
-_EXPLAINERS: dict[str, Any] = {}
+def create_context_explainer(name: str, seed: int) -> Explainer:
+    """A registered explainer; controls that draw noise get the run's ``seed``."""
+    import inspect
 
+    from harness.explain import create_explainer  # registers the built-in explainers
 
-def _explainer(name: str):
-    if name not in _EXPLAINERS:
-        _EXPLAINERS[name] = create_explainer(name)
-    return _EXPLAINERS[name]
+    create = EXPLAINERS.get(name)
+    takes_seed = create.is_control and "seed" in inspect.signature(create).parameters
+    return create_explainer(name, seed=seed) if takes_seed else create_explainer(name)

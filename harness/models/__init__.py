@@ -1,5 +1,6 @@
 """Model stage: architecture registry (timm, torchvision, truncated variants), recipes, trainer
-(resumable, data-parallel), checkpoint store, model zoo, local pretrained weights.
+(resumable, data-parallel), checkpoint store, model zoo, local pretrained weights, and provisioning
+(``provision.py``: a name to a trained model and its twins, training on first use).
 
 Names are resolved lazily (PEP 562), so ``import harness.models`` does not import torch; the first
 use of e.g. ``harness.models.create_model`` does.
@@ -18,7 +19,8 @@ _EXPORTS = {
     "recipes": ["RECIPES", "register_recipe", "Recipe", "Augmentation", "Profile", "PROFILES", "get_recipe",
                 "get_profile", "list_recipes"],
     "zoo": ["ZooEntry", "ZooError", "get_zoo_entry", "list_zoo", "load_zoo"],
-    "checkpoints": ["CheckpointStore", "CheckpointError", "TrainedRun", "load_checkpoint", "ensure_trained"],
+    "checkpoints": ["CheckpointStore", "CheckpointError", "TrainedRun", "load_checkpoint"],
+    "provision": ["ModelProvider", "Provisioned", "Twins", "ensure_trained"],
     "trainer": ["train", "default_profile", "evaluate", "TrainingDivergedError"],
     "pretrained": ["load_pretrained", "PretrainedError"],
     "preprocess": ["clahe", "zscore"],

@@ -45,7 +45,7 @@ from harness.models.run_identity import (  # noqa: F401  (re-exported)
     pretrained_sha256,
     versions,
 )
-from harness.models.zoo import ZooEntry, get_zoo_entry
+from harness.models.zoo import ZooEntry
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -403,58 +403,6 @@ def _read_record(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def ensure_trained(
-    model: str | ZooEntry,
-    *,
-    profile: str | None = None,
-    store: CheckpointStore | None = None,
-    progress: bool = True,
-    resume: bool = True,
-) -> TrainedRun:
-    """The completed run of zoo model ``model`` (a name or an entry), training it first if needed.
-
-    Training happens under ``<run_dir>.lock``: a second process asking for the same model waits for
-    the first and then reuses its checkpoints. An interrupted run continues from its last epoch
-    (``resume``). ``profile`` defaults to ``default_profile()``.
-    """
-    from harness.models.trainer import default_profile, device_for, train_locked
-
-    entry = get_zoo_entry(model) if isinstance(model, str) else model
-    profile = profile or default_profile()
-    device_for(profile)  # a profile this machine cannot run fails here, before any file is touched
-    store = store or CheckpointStore()
-    recipe = get_recipe(entry.recipe, profile)
-    run_dir = store.run_dir(entry, recipe, profile)
-    run = store.completed_run(run_dir)
-    if run is not None:
-        return run
-    with _acquire_announced(store.lock(run_dir), f"{entry.name} ({profile} profile)"):
-        run = store.completed_run(run_dir)  # another process may have finished while we waited
-        if run is not None:
-            log.info("reusing %s trained by another process", run_dir)
-            return run
-        return train_locked(entry, recipe=recipe, profile=profile, store=store, progress=progress,
-                            reason="first use", resume=resume)
-
-
-@contextlib.contextmanager
-def _acquire_announced(lock: FileLock, what: str):
-    """Hold ``lock``; say so on stderr when another process holds it and we have to wait."""
-    from filelock import Timeout
-    from rich.console import Console
-
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        Console(stderr=True).print(f"waiting for another process training {what} (lock {lock.lock_file})",
-                                   markup=False, highlight=False)
-        lock.acquire()
-    try:
-        yield lock
-    finally:
-        lock.release()
-
-
 __all__ = [
     "CheckpointError",
     "CheckpointStore",
@@ -462,7 +410,6 @@ __all__ = [
     "RunWriter",
     "load_checkpoint",
     "read_manifest",
-    "ensure_trained",
     "default_root",
     "config_hash",
     "atomic_write_bytes",

@@ -1,0 +1,202 @@
+"""Model provisioning: one home for turning a name into a trained model and its twins.
+
+Checks and sessions ask a :class:`ModelProvider` for what they need and never train or read
+checkpoint files themselves:
+
+- ``resolve("resnet18")``: the zoo model's completed run, trained on first use (under a file lock,
+  with progress), loaded on the run's device;
+- ``external(path)``: a checkpoint from elsewhere (weights + manifest with its sha256);
+- ``twins(subject)``: the models some checks compare with: the previous epoch of the same run, the
+  same recipe with another seed, the same recipe on label-shuffled data (trained on first use).
+  An external checkpoint has a previous epoch only if its file sits beside it, and no other twins.
+
+The trainer and the checkpoint store know nothing of each other's callers: this module is the
+only one that imports both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.models.checkpoints import CheckpointStore, TrainedRun
+from harness.models.checkpoint_files import load_checkpoint, read_manifest
+from harness.models.recipes import get_recipe
+from harness.models.zoo import ZooEntry, get_zoo_entry
+
+if TYPE_CHECKING:
+    import torch
+    from filelock import FileLock
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """A loaded model under test: the network (eval mode, on the provider's device), its manifest,
+    the weights file it came from and, for zoo models, the zoo entry."""
+
+    name: str
+    model: nn.Module
+    manifest: dict[str, Any]
+    weights: Path
+    entry: ZooEntry | None = None
+
+
+class Twins:
+    """The models a check compares the subject with; each returns None where there is none.
+
+    The base class has none at all (a model built in a notebook); :class:`StoreTwins` finds or
+    trains them; the defect zoo substitutes some (two seeds presented as consecutive epochs).
+    """
+
+    def previous_epoch(self) -> nn.Module | None:
+        """The same run one epoch earlier."""
+        return None
+
+    def other_seed(self, seed: int) -> nn.Module | None:
+        """The same architecture, data and recipe trained with ``seed``."""
+        return None
+
+    def shuffled_labels(self, label_seed: int) -> nn.Module | None:
+        """The same recipe trained on the same images with permuted labels (Adebayo et al. 2018)."""
+        return None
+
+
+class StoreTwins(Twins):
+    """Twins of a provisioned model, from the checkpoint store (zoo twins trained on first use)."""
+
+    def __init__(self, provider: ModelProvider, subject: Provisioned) -> None:
+        self.provider, self.subject = provider, subject
+
+    def previous_epoch(self) -> nn.Module | None:
+        previous = previous_checkpoint(self.subject.weights)
+        return None if previous is None else self.provider.load(previous)[0]
+
+    def other_seed(self, seed: int) -> nn.Module | None:
+        entry = self.subject.entry
+        return None if entry is None else self.provider.resolve(replace(entry, seed=seed)).model
+
+    def shuffled_labels(self, label_seed: int) -> nn.Module | None:
+        entry = self.subject.entry
+        return None if entry is None else self.provider.resolve(shuffled_label_twin(entry, label_seed)).model
+
+
+class ModelProvider:
+    """Resolves zoo names, entries and checkpoint files to loaded models, training on first use.
+
+    Args:
+        profile: ``cpu`` or ``gpu`` (default: gpu when CUDA is available).
+        store: the checkpoint store (default: ``$XAI_HARNESS_CHECKPOINTS`` or the user cache).
+        device: where loaded models live (default: cuda when available).
+        progress: show training progress bars.
+    """
+
+    def __init__(self, *, profile: str | None = None, store: CheckpointStore | None = None,
+                 device: torch.device | str | None = None, progress: bool = True) -> None:
+        import torch
+
+        from harness.models.trainer import default_profile
+
+        self.profile = profile or default_profile()
+        self.store = store or CheckpointStore()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.progress = progress
+
+    def run(self, model: str | ZooEntry) -> TrainedRun:
+        """The completed training run of a zoo model, trained first if needed."""
+        return ensure_trained(model, profile=self.profile, store=self.store, progress=self.progress)
+
+    def resolve(self, model: str | ZooEntry) -> Provisioned:
+        """A zoo model (name or entry), trained on first use and loaded."""
+        entry = get_zoo_entry(model) if isinstance(model, str) else model
+        weights = self.run(entry).checkpoint()
+        net, manifest = self.load(weights)
+        return Provisioned(entry.name, net, manifest, weights, entry)
+
+    def external(self, path: str | Path, name: str | None = None) -> Provisioned:
+        """A checkpoint file (``.safetensors`` with its ``.json`` manifest) from outside the zoo."""
+        weights = Path(path)
+        net, manifest = self.load(weights)
+        return Provisioned(name or f"checkpoint:{weights.stem}", net, manifest, weights, None)
+
+    def load(self, weights: Path) -> tuple[nn.Module, dict[str, Any]]:
+        """Load a checkpoint (sha256 verified) in eval mode on this provider's device."""
+        net, manifest = load_checkpoint(weights)
+        return net.to(self.device).eval(), manifest
+
+    def twins(self, subject: Provisioned) -> Twins:
+        return StoreTwins(self, subject)
+
+
+def shuffled_label_twin(entry: ZooEntry, label_seed: int = 0) -> ZooEntry:
+    """The zoo entry of ``entry``'s data-randomisation twin: same recipe and seed, permuted training labels."""
+    options = {"base": entry.dataset, "label_seed": label_seed, **entry.dataset_options}
+    return replace(entry, name=f"{entry.name}_shuffled_labels", dataset="shuffled-labels", dataset_options=options)
+
+
+def previous_checkpoint(weights: Path) -> Path | None:
+    """The checkpoint of the epoch before ``weights`` in the same run folder, if it was kept."""
+    epoch = int(read_manifest(Path(weights)).get("epoch", 0))
+    candidate = Path(weights).with_name(f"epoch-{epoch - 1:03d}.safetensors")
+    return candidate if epoch > 1 and candidate.is_file() else None
+
+
+def ensure_trained(
+    model: str | ZooEntry,
+    *,
+    profile: str | None = None,
+    store: CheckpointStore | None = None,
+    progress: bool = True,
+    resume: bool = True,
+) -> TrainedRun:
+    """The completed run of zoo model ``model`` (a name or an entry), training it first if needed.
+
+    Training happens under ``<run_dir>.lock``: a second process asking for the same model waits for
+    the first and then reuses its checkpoints. An interrupted run continues from its last epoch
+    (``resume``). ``profile`` defaults to ``default_profile()``.
+    """
+    from harness.models.trainer import default_profile, device_for, train_locked
+
+    entry = get_zoo_entry(model) if isinstance(model, str) else model
+    profile = profile or default_profile()
+    device_for(profile)  # a profile this machine cannot run fails here, before any file is touched
+    store = store or CheckpointStore()
+    recipe = get_recipe(entry.recipe, profile)
+    run_dir = store.run_dir(entry, recipe, profile)
+    run = store.completed_run(run_dir)
+    if run is not None:
+        return run
+    with _acquire_announced(store.lock(run_dir), f"{entry.name} ({profile} profile)"):
+        run = store.completed_run(run_dir)  # another process may have finished while we waited
+        if run is not None:
+            log.info("reusing %s trained by another process", run_dir)
+            return run
+        return train_locked(entry, recipe=recipe, profile=profile, store=store, progress=progress,
+                            reason="first use", resume=resume)
+
+
+@contextlib.contextmanager
+def _acquire_announced(lock: FileLock, what: str):
+    """Hold ``lock``; say so on stderr when another process holds it and we have to wait."""
+    from filelock import Timeout
+    from rich.console import Console
+
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        Console(stderr=True).print(f"waiting for another process training {what} (lock {lock.lock_file})",
+                                   markup=False, highlight=False)
+        lock.acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+__all__ = ["ModelProvider", "Provisioned", "Twins", "StoreTwins", "ensure_trained", "previous_checkpoint",
+           "shuffled_label_twin"]
