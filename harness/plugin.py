@@ -159,6 +159,10 @@ class CheckFailed(Exception):
     """A check whose condition does not hold; carries the result record."""
 
 
+class ConditionUninformative(UserWarning):
+    """A control passed a condition: the condition cannot tell a model-independent map from an explanation."""
+
+
 def _not_applicable(suite, model: str) -> str:
     """Why ``suite`` does not apply to zoo model ``model`` (its ``datasets`` key), or ""."""
     if not suite.datasets or model.startswith("checkpoint:"):
@@ -207,6 +211,10 @@ class CheckItem(pytest.Item):
         while session.new_overlays:
             recorder.overlay(session.new_overlays.pop(0), self.user_properties)
         verdict = record.verdict.value
+        if verdict == "uninformative":  # not the model's fault, but its passes of this condition mean little
+            import warnings
+
+            warnings.warn(ConditionUninformative(f"{record.check} [{record.model}]: {record.message}"), stacklevel=1)
         if verdict == "skip":
             pytest.skip(record.message)
         if verdict in ("fail", "error"):
@@ -337,7 +345,7 @@ def explain(xai_model):
     with ``images`` (float [N,1,H,W] in [0,1]) or another ``target`` class, fresh maps. The default
     target is the checked class (the positive class, or ``--finding`` for multi-label models).
     """
-    from harness.checks.context import explain_batched
+    from harness.explain.context import explain_batched
 
     def explain_maps(explainer: str = "gradcam", images=None, *, split: str = "test", target: int | None = None,
                      unit: bool = False):

@@ -16,7 +16,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.checks.context import predict_probs
+from harness.explain.context import predict_probs
 from harness.checks.localisation import dilate_mask
 from harness.data import strategies
 from harness.metrics import pointing_game, spearman

@@ -165,16 +165,19 @@ def test_polarity_maximum_on_the_region_the_logit_reads(name):
         assert region[first_argmax].all(), f"{name}: maximum outside the region"
 
 
-def test_random_control_is_deterministic_and_model_independent(resnet, images):
+def test_random_control_is_noise_independent_of_model_and_image(resnet, images):
+    """Binder et al. 2023: a control that depends on the image content is not a noise control."""
     control = create_explainer("random")
     targets = torch.tensor([0, 1, 0])
-    maps = control(resnet, images, targets)
-    assert torch.equal(maps, control(RegionNet(), images, torch.tensor([1, 1, 1])))
-    assert torch.equal(maps[1:2], control(resnet, images[1:2], targets[1:2]))  # batch-independent
-    assert torch.equal(maps.flip(0), control(resnet, images.flip(0), targets))
-    assert not torch.allclose(maps[0], maps[1])
-    assert not torch.allclose(maps, create_explainer("random", seed=1)(resnet, images, targets))
-    smooth = (maps[..., 1:, :] - maps[..., :-1, :]).abs().mean() < 0.5 * maps.std()
+    first = control(resnet, images, targets)
+    second = control(resnet, images, targets)
+    assert not torch.allclose(first, second)  # each call draws afresh, even for the same images
+    replay = create_explainer("random")
+    assert torch.equal(replay(RegionNet(), images.flip(0), torch.tensor([1, 1, 1])), first)  # run seed + call only
+    assert torch.equal(replay(resnet, torch.rand_like(images), targets), second)
+    assert not torch.allclose(first[0], first[1])
+    assert not torch.allclose(first, create_explainer("random", seed=1)(resnet, images, targets))
+    smooth = (first[..., 1:, :] - first[..., :-1, :]).abs().mean() < 0.5 * first.std()
     assert smooth
 
 

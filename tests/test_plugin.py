@@ -65,7 +65,7 @@ def test_items_verdicts_exit_code_and_report(toy):
     result.stdout.fnmatch_lines([
         "*performance_auroc?toy? PASSED*",
         "*localisation_diffgradcam?toy-gradcam? PASSED*",
-        "*localisation_diffgradcam?toy-random? PASSED*",  # a control that fails the condition passes
+        "*localisation_diffgradcam?toy-random? PASSED*",  # a control the condition rejects behaved
         "*impossible_auroc?toy? FAILED*",
         "*FAIL: impossible_auroc*",
         "*required: auroc at least 1.01*the condition does not hold*",
@@ -74,7 +74,9 @@ def test_items_verdicts_exit_code_and_report(toy):
     document = json.loads((toy.path / "reports" / "latest" / "results.json").read_text())
     records = {(r["check"], r["explainer"]): r for r in document["records"]}
     assert records[("impossible_auroc", "-")]["verdict"] == "fail"
-    assert records[("localisation_diffgradcam", "random")]["message"].startswith("control rejected")
+    control = records[("localisation_diffgradcam", "random")]
+    assert control["message"].startswith("control behaved") and control["verdict"] == "behaved"
+    assert control["role"] == "control" and records[("performance_auroc", "-")]["role"] == "gate"
     keys = {"suite", "model", "architecture", "explainer", "check", "category", "metric", "value", "ci_low",
             "ci_high", "threshold", "direction", "verdict", "n", "seed"}
     assert keys <= set(records[("performance_auroc", "-")])

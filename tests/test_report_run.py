@@ -138,7 +138,8 @@ def test_summary_has_model_sections_failures_and_overlays(tmp_path: Path) -> Non
     assert ">= 0.10 on ci_low | **FAIL** |" in summary
     failure = "- **FAIL** `pointing_game` with gradcam: gradcam pointing game CI lower bound 0.01 < 0.10"
     assert failure + " | see overlay" in summary
-    assert "| PASS | 1 |\n| warn | 0 |\n| **FAIL** | 1 |\n| error | 0 |\n| SKIP | 1 |" in summary
+    assert "| gates | PASS | 1 |\n| gates | **FAIL** | 1 |\n| gates | SKIP | 1 |" in summary
+    assert "gates: 1 pass, 1 fail, 1 skip." in summary
     assert "![resnet18 / gradcam](overlays/resnet18__gradcam.png)" in summary
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", summary):
         assert (run_dir / link).is_file()
@@ -147,7 +148,7 @@ def test_summary_has_model_sections_failures_and_overlays(tmp_path: Path) -> Non
 def test_summary_marks_incomplete_runs() -> None:
     document = {"run_id": "x", "created": "now", "complete": False, "meta": {}, "records": []}
     text = render_summary(document)
-    assert "**INCOMPLETE**" in text and "0 of 0 checks" in text
+    assert "**INCOMPLETE**" in text and "0 of 0 items" in text
 
 
 def test_latest_mirrors_the_run_and_the_next_run_replaces_it(tmp_path: Path) -> None:

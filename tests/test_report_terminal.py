@@ -49,7 +49,7 @@ def test_table_lists_models_checks_and_verdicts() -> None:
     assert row[("randomisation", "gradcam")][1:] == ["-", "SKIP"]
     assert row[("auroc", "-")][0] == "value >= 0.1"
     assert "SKIP" in text
-    assert "FAILED 7 checks: 3 pass, 1 warn, 1 fail, 1 error, 1 skip" in text
+    assert "FAILED 7 items: gates 3 pass, 1 fail, 1 error, 1 skip; reported only 1 condition does not hold" in text
 
 
 def test_verdicts_are_coloured() -> None:
@@ -61,5 +61,16 @@ def test_verdicts_are_coloured() -> None:
 
 def test_dict_records_and_a_passing_total() -> None:
     text, _ = render([r.to_dict() for r in RECORDS[:2]])
-    assert "PASSED 2 checks: 2 pass" in text
-    assert str(total_line([])) == "PASSED 0 checks"
+    assert "PASSED 2 items: gates 2 pass" in text
+    assert str(total_line([])) == "PASSED 0 items"
+
+
+def test_controls_and_reported_checks_are_counted_apart_never_as_passes() -> None:
+    import dataclasses
+
+    control = dataclasses.replace(RECORDS[1], explainer="random", verdict=Verdict.UNINFORMATIVE, role="control")
+    behaved = dataclasses.replace(RECORDS[1], explainer="random", check="x", verdict=Verdict.BEHAVED, role="control")
+    reported = dataclasses.replace(RECORDS[0], check="ehr", verdict=Verdict.PASS, role="reported")
+    line = str(total_line([RECORDS[0], control, behaved, reported]))
+    assert line == ("PASSED 4 items: gates 1 pass; reported only 1 condition holds; "
+                    "controls 1 control behaved, 1 control passed: condition uninformative")

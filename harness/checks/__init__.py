@@ -5,11 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from harness.checks.condition import Condition
-from harness.checks.registry import CHECKS, CheckSkipped, CheckSpec, Measurement, get_check, list_checks, register_check
+from harness.checks.registry import (
+    CHECKS,
+    CheckInvalid,
+    CheckSkipped,
+    CheckSpec,
+    Measurement,
+    get_check,
+    list_checks,
+    register_check,
+)
 from harness.checks.result import CATEGORIES, CheckResult, Verdict
 
 __all__ = [
-    "CATEGORIES", "CHECKS", "CheckResult", "CheckSkipped", "CheckSpec", "Condition", "Measurement",
+    "CATEGORIES", "CHECKS", "CheckInvalid", "CheckResult", "CheckSkipped", "CheckSpec", "Condition", "Measurement",
     "Verdict", "evaluate", "expect", "get_check", "list_checks", "measure", "register_check",
 ]
 

@@ -13,7 +13,7 @@ import inspect
 from typing import Any
 
 from harness.checks.condition import Condition
-from harness.checks.context import ModelContext
+from harness.explain.context import ModelContext
 from harness.checks.registry import Measurement, get_check
 from harness.checks.result import CheckResult, Verdict
 from harness.checks.runner import run_check

@@ -49,7 +49,8 @@ class Condition:
             return Verdict.PASS
         return Verdict.WARN if self.severity == "warn" else Verdict.FAIL
 
-    def sentence(self, metric: str, value: float, ci_low: float, ci_high: float, n: int) -> str:
+    def sentence(self, metric: str, value: float, ci_low: float, ci_high: float, n: int,
+                 n_patients: int = 0) -> str:
         """The condition and the measurement as one readable sentence."""
         x = {"value": value, "ci_low": ci_low, "ci_high": ci_high}[self.gate_on]
         verdict = self.judge(value, ci_low, ci_high)
@@ -58,7 +59,8 @@ class Condition:
                  "ci_high": f"the upper 95% CI bound of {metric}"}[self.gate_on]
         words = "at least" if self.direction == ">=" else "at most"
         ci = "" if not math.isfinite(ci_low) else f" (95% CI {ci_low:.3f} to {ci_high:.3f})"
+        over = f"n={n}" + (f" images of {n_patients} patients" if n_patients and n_patients != n else "")
         return (
-            f"{metric} = {value:.3f}{ci} over n={n}; required: {field} {words} "
+            f"{metric} = {value:.3f}{ci} over {over}; required: {field} {words} "
             f"{self.threshold:g} [{self}]; measured {x:.3f}: the condition {holds}."
         )

@@ -8,13 +8,13 @@ the maps, the maps describe the seed, not the task.
 
 from __future__ import annotations
 
-from harness.checks.context import ModelContext
-from harness.checks.localisation import positives
+from harness.explain.context import ModelContext
+from harness.checks.localisation import patient_ci, positives
 from harness.checks.registry import CheckSkipped, Measurement, register_check
-from harness.metrics import bootstrap_ci, spearman
+from harness.metrics import spearman
 
 
-@register_check("checkpoint_consistency", category="checkpoint_consistency")
+@register_check("checkpoint_consistency", category="checkpoint_consistency", reference="previous epoch")
 def check_checkpoint_consistency(ctx: ModelContext, explainer: str, *, split: str = "test",
                                  n_boot: int = 1000, seed: int = 0) -> Measurement:
     """Spearman similarity of maps from the last vs the previous epoch checkpoint."""
@@ -25,25 +25,25 @@ def check_checkpoint_consistency(ctx: ModelContext, explainer: str, *, split: st
     return _compare(ctx, explainer, previous, "spearman_between_checkpoints", split, n_boot, seed, details)
 
 
-@register_check("seed_consistency", category="checkpoint_consistency")
+@register_check("seed_consistency", category="checkpoint_consistency", reference="another seed")
 def check_seed_consistency(ctx: ModelContext, explainer: str, *, other_seed: int | None = None,
                            split: str = "test", n_boot: int = 1000, seed: int = 0) -> Measurement:
     """Spearman similarity of maps from this run vs the same recipe trained with another seed (trained on first use)."""
-    other_seed = ctx.seed + 1 if other_seed is None else other_seed
-    if other_seed == ctx.seed:
-        raise ValueError(f"other_seed must differ from the model's own seed {ctx.seed}")
-    other = ctx.load_seed(other_seed)
+    own = ctx.training_seed
+    other_seed = own + 1 if other_seed is None else other_seed
+    if other_seed == own:
+        raise ValueError(f"other_seed must differ from the model's own seed {own}")
+    other = ctx.twins.other_seed(other_seed)
     if other is None:
         raise CheckSkipped(f"model {ctx.name!r} is not a zoo model: no other seed can be trained")
     return _compare(ctx, explainer, other, "spearman_between_seeds", split, n_boot, seed,
-                    {"seeds": [ctx.seed, other_seed]})
+                    {"seeds": [own, other_seed]})
 
 
 def _compare(ctx: ModelContext, explainer: str, other, metric: str, split: str, n_boot: int, seed: int,
              details: dict) -> Measurement:
     idx = positives(ctx, split)
     sims = spearman(ctx.maps(explainer, split)[idx], ctx.maps(explainer, split, model=other)[idx])
-    boot = bootstrap_ci(sims, n_boot=n_boot, seed=seed)
+    boot = patient_ci(ctx, split, idx, sims, n_boot, seed)
     agree = ((ctx.scores(split) >= 0.5) == (ctx.scores(split, model=other) >= 0.5)).float().mean()
-    return Measurement(metric, boot.estimate, boot.low, boot.high, boot.n,
-                       {"split": split, "prediction_agreement": float(agree), **details})
+    return Measurement.of(metric, boot, {"split": split, "prediction_agreement": float(agree), **details})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.checks.context import ModelContext
+from harness.explain.context import ModelContext
 from harness.checks.registry import Measurement, register_check
 from harness.metrics import (
     bootstrap_ci,
@@ -29,24 +29,35 @@ def positives(ctx: ModelContext, split: str) -> torch.Tensor:
     return torch.nonzero(ctx.lesion_masks(split).flatten(1).any(1)).flatten()
 
 
-def _per_image(metric: str, values: torch.Tensor, n_boot: int, seed: int, **details) -> Measurement:
-    boot = bootstrap_ci(values, n_boot=n_boot, seed=seed)
+def uniform_reference(masks: torch.Tensor) -> dict:
+    """What a uniform map (or a random point) scores: the mean lesion area fraction of the images."""
+    return {"name": "uniform map (lesion area fraction)", "value": float(masks.float().mean(dim=(1, 2, 3)).mean())}
+
+
+def patient_ci(ctx: ModelContext, split: str, idx: torch.Tensor, values: torch.Tensor, n_boot: int, seed: int):
+    """Bootstrap CI of the mean of per-image ``values`` (the images ``idx`` of ``split``), resampling patients."""
+    return bootstrap_ci(values, groups=ctx.patients(split)[idx], n_boot=n_boot, seed=seed)
+
+
+def _per_image(ctx: ModelContext, where: str, idx: torch.Tensor, metric: str, values: torch.Tensor, n_boot: int,
+               seed: int, reference: dict | None = None, **details) -> Measurement:
+    boot = patient_ci(ctx, where, idx, values, n_boot, seed)
     per_image = [None if v != v else round(float(v), 5) for v in values.tolist()]
-    return Measurement(metric, boot.estimate, boot.low, boot.high, boot.n,
-                       {"n_excluded": boot.n_excluded, **details, "per_image": per_image})
+    return Measurement.of(metric, boot, {"n_excluded": boot.n_excluded, **details, "per_image": per_image,
+                                         "image_index": idx.tolist()}, reference)
 
 
-@register_check("diffgradcam", category="localisation")
+@register_check("diffgradcam", category="localisation", reference="absolute; a uniform map scores 0")
 def check_diffgradcam(ctx: ModelContext, explainer: str, *, split: str = "test",
                       n_boot: int = 1000, seed: int = 0) -> Measurement:
     """DiffGradCAM (Sun et al., seed 000): mean [0,1] heat inside the lesion minus outside."""
     idx = positives(ctx, split)
     maps = ctx.unit_maps(explainer, split)[idx]
     masks = ctx.lesion_masks(split)[idx]
-    return _per_image("diffgradcam", diffgradcam(maps, masks), n_boot, seed, split=split)
+    return _per_image(ctx, split, idx, "diffgradcam", diffgradcam(maps, masks), n_boot, seed, split=split)
 
 
-@register_check("ehr_auc", category="localisation")
+@register_check("ehr_auc", category="localisation", reference="absolute; a uniform map's score reported")
 def check_ehr_auc(ctx: ModelContext, explainer: str, *, split: str = "test", n_thresholds: int = 20,
                   n_boot: int = 1000, seed: int = 0) -> Measurement:
     """EHR AUC (Zhang et al., seed 000): area under the effective-heat-ratio vs threshold curve."""
@@ -54,10 +65,11 @@ def check_ehr_auc(ctx: ModelContext, explainer: str, *, split: str = "test", n_t
     maps = ctx.unit_maps(explainer, split)[idx]
     masks = ctx.lesion_masks(split)[idx]
     values = ehr_auc(maps, masks, n_thresholds=n_thresholds)
-    return _per_image("ehr_auc", values, n_boot, seed, split=split, n_thresholds=n_thresholds)
+    return _per_image(ctx, split, idx, "ehr_auc", values, n_boot, seed,
+                      reference=uniform_reference(masks), split=split, n_thresholds=n_thresholds)
 
 
-@register_check("pointing_game", category="localisation")
+@register_check("pointing_game", category="localisation", reference="absolute; chance (a random point) reported")
 def check_pointing_game(ctx: ModelContext, explainer: str, *, split: str = "test", tolerance: int = 0,
                         n_boot: int = 1000, seed: int = 0) -> Measurement:
     """Pointing game hit rate (Zhang et al. 2018): the map's first argmax lies in the lesion mask.
@@ -68,7 +80,8 @@ def check_pointing_game(ctx: ModelContext, explainer: str, *, split: str = "test
     idx = positives(ctx, split)
     maps = ctx.unit_maps(explainer, split)[idx]
     masks = dilate_mask(ctx.lesion_masks(split)[idx], tolerance)
-    return _per_image("pointing_game", pointing_game(maps, masks), n_boot, seed, split=split, tolerance=tolerance)
+    return _per_image(ctx, split, idx, "pointing_game", pointing_game(maps, masks), n_boot, seed,
+                      reference=uniform_reference(masks), split=split, tolerance=tolerance)
 
 
 def dilate_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
@@ -79,54 +92,59 @@ def dilate_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     return torch.nn.functional.max_pool2d(mask.float(), k, stride=1, padding=pixels) > 0
 
 
-@register_check("energy_pointing_game", category="localisation")
+@register_check("energy_pointing_game", category="localisation", reference="absolute; a uniform map's score reported")
 def check_energy_pointing_game(ctx: ModelContext, explainer: str, *, split: str = "test", n_boot: int = 1000,
                                seed: int = 0) -> Measurement:
     """Energy-based pointing game (Wang et al. 2020, Score-CAM): share of the positive map's energy in the lesion."""
     maps, masks, idx = _positive_maps(ctx, explainer, split)
-    return _per_image("energy_pointing_game", energy_pointing_game(maps, masks), n_boot, seed, split=split)
+    return _per_image(ctx, split, idx, "energy_pointing_game", energy_pointing_game(maps, masks), n_boot, seed,
+                      reference=uniform_reference(masks), split=split)
 
 
-@register_check("iou", category="localisation")
+@register_check("iou", category="localisation", reference="absolute; the whole image's IoU reported")
 def check_iou(ctx: ModelContext, explainer: str, *, split: str = "test", threshold: float | str = "otsu",
               n_boot: int = 1000, seed: int = 0) -> Measurement:
     """IoU of the thresholded map with the lesion (CheXlocalize: resize, min-max, Otsu or fixed); mean = mIoU."""
     maps, masks, idx = _positive_maps(ctx, explainer, split)
     values = segmentation_iou(maps, masks, threshold=threshold)
-    return _per_image("iou", values, n_boot, seed, split=split, threshold=threshold)
+    return _per_image(ctx, split, idx, "iou", values, n_boot, seed,
+                      reference=uniform_reference(masks), split=split, threshold=threshold)
 
 
-@register_check("relevance_mass", category="localisation")
+@register_check("relevance_mass", category="localisation", reference="absolute; a uniform map's score reported")
 def check_relevance_mass(ctx: ModelContext, explainer: str, *, split: str = "test", n_boot: int = 1000,
                          seed: int = 0) -> Measurement:
     """Relevance mass accuracy (Arras et al. 2022): share of the [0,1] map's relevance inside the lesion."""
     maps, masks, idx = _positive_maps(ctx, explainer, split)
-    return _per_image("relevance_mass", relevance_mass(maps, masks), n_boot, seed, split=split)
+    return _per_image(ctx, split, idx, "relevance_mass", relevance_mass(maps, masks), n_boot, seed,
+                      reference=uniform_reference(masks), split=split)
 
 
-@register_check("relevance_rank", category="localisation")
+@register_check("relevance_rank", category="localisation", reference="absolute; a uniform map's score reported")
 def check_relevance_rank(ctx: ModelContext, explainer: str, *, split: str = "test", n_boot: int = 1000,
                          seed: int = 0) -> Measurement:
     """Relevance rank accuracy (Arras et al. 2022): share of the top-|mask| pixels that lie in the lesion."""
     maps, masks, idx = _positive_maps(ctx, explainer, split)
-    return _per_image("relevance_rank", relevance_rank(maps, masks), n_boot, seed, split=split)
+    return _per_image(ctx, split, idx, "relevance_rank", relevance_rank(maps, masks), n_boot, seed,
+                      reference=uniform_reference(masks), split=split)
 
 
-@register_check("localisation_auc", category="localisation")
+@register_check("localisation_auc", category="localisation", reference="absolute; chance is 0.5")
 def check_localisation_auc(ctx: ModelContext, explainer: str, *, split: str = "test", n_boot: int = 1000,
                            seed: int = 0) -> Measurement:
     """AUC of the map's pixels as scores for the lesion mask (0.5 = no preference; Quantus' AUC)."""
     maps, masks, idx = _positive_maps(ctx, explainer, split)
-    return _per_image("localisation_auc", localisation_auc(maps, masks), n_boot, seed, split=split)
+    return _per_image(ctx, split, idx, "localisation_auc", localisation_auc(maps, masks), n_boot, seed, split=split)
 
 
-@register_check("top_k_intersection", category="localisation")
+@register_check("top_k_intersection", category="localisation", reference="absolute; a uniform map's score reported")
 def check_top_k_intersection(ctx: ModelContext, explainer: str, *, split: str = "test", k_fraction: float = 0.02,
                              n_boot: int = 1000, seed: int = 0) -> Measurement:
     """Top-k intersection (Theiner et al. 2022): share of the top ``k_fraction`` of pixels inside the lesion."""
     maps, masks, idx = _positive_maps(ctx, explainer, split)
     k = max(1, round(k_fraction * maps[0].numel()))
-    return _per_image("top_k_intersection", top_k_intersection(maps, masks, k=k), n_boot, seed, split=split, k=k)
+    return _per_image(ctx, split, idx, "top_k_intersection", top_k_intersection(maps, masks, k=k), n_boot, seed,
+                      reference=uniform_reference(masks), split=split, k=k)
 
 
 def _positive_maps(ctx: ModelContext, explainer: str, split: str):

@@ -2,7 +2,7 @@
 
 Binary models are scored on P(positive); multi-label models (sigmoid outputs ``[N,K]``) per finding
 (``finding``) or macro-averaged over findings (``macro_auroc``, seed 001). Each check resamples
-images (percentile bootstrap, 1,000 replicates, seeded).
+patients, with all their images (cluster percentile bootstrap, 1,000 replicates, seeded).
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from typing import Callable
 
 import torch
 
-from harness.checks.context import ModelContext
+from harness.explain.context import ModelContext
 from harness.checks.registry import CheckSkipped, Measurement, register_check
 from harness.metrics import (
     accuracy,
     auprc,
     auroc,
     bootstrap_statistic,
+    cluster_resamples,
     expected_calibration_error,
     f1,
     fnr,
@@ -42,9 +43,9 @@ def scores_and_labels(ctx: ModelContext, split: str, finding: str | None = None)
 def _bootstrapped(metric: str, fn: Callable, ctx: ModelContext, split: str, n_boot: int, seed: int,
                   finding: str | None = None, **details) -> Measurement:
     scores, labels = scores_and_labels(ctx, split, finding)
-    boot = bootstrap_statistic(fn, scores, labels, n_boot=n_boot, seed=seed)
-    return Measurement(metric, boot.estimate, boot.low, boot.high, boot.n,
-                       {"split": split, "n_positive": int(labels.sum()), "finding": finding, **details})
+    boot = bootstrap_statistic(fn, scores, labels, groups=ctx.patients(split), n_boot=n_boot, seed=seed)
+    return Measurement.of(metric, boot, {"split": split, "n_positive": int(labels.sum()), "finding": finding,
+                                         **details})
 
 
 def _register_threshold_metric(name: str, fn: Callable, description: str) -> None:
@@ -99,10 +100,9 @@ def check_macro_auroc(ctx: ModelContext, explainer: str | None = None, *, split:
     probs, data = ctx.probs(split), ctx.dataset(split)
     if probs.ndim == 1:
         raise CheckSkipped(f"model {ctx.name!r} is binary: use auroc")
-    boot = bootstrap_statistic(macro_auroc, probs, data.labels, n_boot=n_boot, seed=seed)
+    boot = bootstrap_statistic(macro_auroc, probs, data.labels, groups=ctx.patients(split), n_boot=n_boot, seed=seed)
     per_finding = {name: float(auroc(probs[:, k], data.labels[:, k])) for k, name in enumerate(data.finding_names)}
-    return Measurement("macro_auroc", boot.estimate, boot.low, boot.high, boot.n,
-                       {"split": split, "per_finding_auroc": per_finding})
+    return Measurement.of("macro_auroc", boot, {"split": split, "per_finding_auroc": per_finding})
 
 
 @register_check("subgroup_gap", category="performance", needs_explainer=False)
@@ -123,16 +123,16 @@ def check_subgroup_gap(ctx: ModelContext, explainer: str | None = None, *, attri
     fn = metrics[metric]
     scores, labels = scores_and_labels(ctx, split, finding)
     result = subgroup_metric(fn, scores, labels, groups)
-    boot = _gap_bootstrap(fn, scores, labels, groups, n_boot, seed)
+    patients = ctx.patients(split)
+    boot = _gap_bootstrap(fn, scores, labels, groups, patients, n_boot, seed)
     return Measurement(f"{metric}_gap[{attribute}]", result.gap, boot[0], boot[1], len(labels),
-                       {"split": split, **result.to_dict()})
+                       {"split": split, **result.to_dict()}, int(torch.unique(patients).numel()))
 
 
-def _gap_bootstrap(fn, scores, labels, groups, n_boot: int, seed: int) -> tuple[float, float]:
+def _gap_bootstrap(fn, scores, labels, groups, patients, n_boot: int, seed: int) -> tuple[float, float]:
     g = torch.Generator().manual_seed(seed)
     gaps = []
-    for _ in range(n_boot):
-        pick = torch.randint(0, len(labels), (len(labels),), generator=g)
+    for pick in cluster_resamples(patients, n_boot, g):
         picked = groups[pick] if torch.is_tensor(groups) else [groups[i] for i in pick.tolist()]
         gaps.append(subgroup_metric(fn, scores[pick], labels[pick], picked).gap)
     gaps_t = torch.tensor(gaps, dtype=torch.float64)

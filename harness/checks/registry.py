@@ -15,9 +15,18 @@ class CheckSkipped(Exception):
     """Raised by a check that cannot run for a stated reason (becomes verdict ``skip``)."""
 
 
+class CheckInvalid(Exception):
+    """Raised by a check that ran but whose measurement cannot be trusted (too few images kept):
+    verdict ``error`` with the message, never a pass or a skip."""
+
+
 @dataclass(frozen=True)
 class Measurement:
-    """What a check measured: the estimate, its 95% CI (NaN if none), n, and extra details."""
+    """What a check measured: the estimate, its 95% CI (NaN if none), n images, n patients, details.
+
+    ``reference``: what the value is relative to, measured in the same run where it applies, e.g.
+    ``{"name": "uniform map", "value": 1.0}`` (see each check's ``reference`` in the registry).
+    """
 
     metric: str
     value: float
@@ -25,6 +34,15 @@ class Measurement:
     ci_high: float = math.nan
     n: int = 0
     details: dict[str, Any] = field(default_factory=dict)
+    n_patients: int = 0
+    reference: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, metric: str, boot: Any, details: dict[str, Any] | None = None,
+           reference: dict[str, Any] | None = None) -> Measurement:
+        """A measurement from a :class:`~harness.metrics.stats.BootstrapResult` (n and n_patients included)."""
+        return cls(metric, boot.estimate, boot.low, boot.high, boot.n, dict(details or {}), boot.n_groups,
+                   dict(reference or {}))
 
 
 @dataclass(frozen=True)
@@ -37,15 +55,23 @@ class CheckSpec:
     description: str
     needs_explainer: bool
     defaults: dict[str, Any]
+    reference: str = "absolute"
 
 
-def register_check(name: str, *, category: str, needs_explainer: bool = True, **defaults: Any):
-    """Register ``fn(ctx, explainer, **params) -> Measurement`` under ``name``."""
+def register_check(name: str, *, category: str, needs_explainer: bool = True, reference: str = "absolute",
+                   **defaults: Any):
+    """Register ``fn(ctx, explainer, **params) -> Measurement`` under ``name``.
+
+    ``reference`` says what the value is relative to: ``absolute`` (a fixed scale such as AUROC),
+    or the reference measured in the same run (``random pixel order``, ``uniform map``,
+    ``label-shuffled twin``, ``previous epoch``...). A relative value holds across resolutions and
+    profiles where an absolute one would need a threshold per setting.
+    """
 
     def decorate(fn: Callable[..., Measurement]) -> Callable[..., Measurement]:
         doc = (fn.__doc__ or "").strip().splitlines()
-        spec = CheckSpec(name, fn, category, doc[0] if doc else "", needs_explainer, defaults)
-        CHECKS.register(name, category=category)(spec)
+        spec = CheckSpec(name, fn, category, doc[0] if doc else "", needs_explainer, defaults, reference)
+        CHECKS.register(name, category=category, reference=reference)(spec)
         return fn
 
     return decorate
@@ -66,6 +92,7 @@ def _import_builtin() -> None:
         consistency,
         faithfulness,
         localisation,
+        offanatomy,
         performance,
         randomisation,
         shortcut,

@@ -20,11 +20,24 @@ CATEGORIES = (
 
 
 class Verdict(str, Enum):
+    """pass / warn / fail / error / skip for checks; behaved / uninformative for controls.
+
+    A control (a model-independent map run beside the real explainers) is never a pass: it
+    *behaved* when the condition rejected it, and it shows the condition is *uninformative* when
+    the condition accepted it (the condition cannot tell noise from an explanation).
+    """
+
     PASS = "pass"
     WARN = "warn"
     FAIL = "fail"
     ERROR = "error"
     SKIP = "skip"
+    BEHAVED = "behaved"
+    UNINFORMATIVE = "uninformative"
+
+
+#: What a record is: a gate (its fail closes the release), reported only (severity warn), a control.
+ROLES = ("gate", "reported", "control")
 
 
 @dataclass(frozen=True)
@@ -33,7 +46,10 @@ class CheckResult:
 
     ``value`` is the estimate, ``ci_low``/``ci_high`` its bootstrap CI (NaN when not bootstrapped),
     ``threshold`` and ``direction`` (``>=`` or ``<=``) the condition, ``gate_on`` which of value /
-    ci_low / ci_high the condition reads, ``message`` the condition as a sentence.
+    ci_low / ci_high the condition reads, ``message`` the condition as a sentence. ``n`` counts
+    images and ``n_patients`` the patients the bootstrap resampled. ``role`` is one of
+    :data:`ROLES`; ``reference`` says what the value is relative to (``kind``: ``absolute`` or the
+    reference's name, and its ``value`` where it was measured in the same run).
     """
 
     suite: str
@@ -54,6 +70,9 @@ class CheckResult:
     gate_on: str = "value"
     message: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    n_patients: int = 0
+    role: str = "gate"
+    reference: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)

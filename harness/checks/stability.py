@@ -5,43 +5,53 @@ confessed gap: a map that changes a lot under imperceptible noise cannot be trus
 perturbations (noise, blur, brightness/contrast, JPEG) should leave the map unchanged; geometric ones
 (flips, rotations, shifts) should move it with the image (equivariance: the map of the transformed
 image vs the transformed map). Only perturbations that keep the predicted class count; how many
-changed it is reported.
+changed it is reported, and a measurement over fewer than ``min_kept`` images that kept their
+prediction (default 20) is an error that says how many were kept, never a pass.
 """
 
 from __future__ import annotations
 
 import torch
 
-from harness.checks.context import ModelContext, explain_batched, predict_probs
-from harness.checks.localisation import positives
+from harness.explain.context import ModelContext, explain_batched, predict_probs
+from harness.checks.localisation import patient_ci, positives
 from harness.checks.randomisation import similarity_fn
-from harness.checks.registry import CheckSkipped, Measurement, register_check
+from harness.checks.registry import CheckInvalid, CheckSkipped, Measurement, register_check
 from harness.data.perturbations import Perturbation, parse_perturbation
-from harness.metrics import bootstrap_ci
 from harness.metrics.robustness import sensitivity_samples
+
+MIN_KEPT = 20  # images that kept their prediction: fewer, and the similarity is an anecdote
 
 
 @register_check("perturbation_stability", category="stability")
 def check_perturbation_stability(ctx: ModelContext, explainer: str, *, perturbation: str = "gaussian_noise(sigma=0.02)",
                                  similarity: str = "spearman", split: str = "test", n_images: int = 128,
-                                 n_boot: int = 1000, seed: int = 0) -> Measurement:
+                                 min_kept: int = MIN_KEPT, n_boot: int = 1000, seed: int = 0) -> Measurement:
     """Similarity of maps before vs after a small perturbation (prediction kept; geometric ones warp the map)."""
-    return _stability(ctx, explainer, parse_perturbation(perturbation), similarity, split, n_images, n_boot, seed)
+    return _stability(ctx, explainer, parse_perturbation(perturbation), similarity, split, n_images, min_kept,
+                      n_boot, seed)
 
 
 @register_check("equivariance", category="stability")
 def check_equivariance(ctx: ModelContext, explainer: str, *, transform: str = "hflip()",
                        similarity: str = "spearman", split: str = "test", n_images: int = 128,
-                       n_boot: int = 1000, seed: int = 0) -> Measurement:
+                       min_kept: int = MIN_KEPT, n_boot: int = 1000, seed: int = 0) -> Measurement:
     """Equivariance: map of the flipped/rotated/shifted image vs the same transform of the map."""
     change = parse_perturbation(transform)
     if not change.geometric:
         raise ValueError(f"equivariance needs a geometric transform (hflip, vflip, rotate, shift), got {transform!r}")
-    return _stability(ctx, explainer, change, similarity, split, n_images, n_boot, seed)
+    return _stability(ctx, explainer, change, similarity, split, n_images, min_kept, n_boot, seed)
+
+
+def require_kept(n_kept: int, n_total: int, min_kept: int, what: str) -> None:
+    """Raise CheckInvalid when fewer than ``min_kept`` images kept their prediction."""
+    if n_kept < min_kept:
+        raise CheckInvalid(f"only {n_kept} of {n_total} images kept their prediction under {what}; the check "
+                           f"needs at least {min_kept} (min_kept) to mean anything")
 
 
 def _stability(ctx: ModelContext, explainer: str, change: Perturbation, similarity: str, split: str,
-               n_images: int, n_boot: int, seed: int) -> Measurement:
+               n_images: int, min_kept: int, n_boot: int, seed: int) -> Measurement:
     idx = positives(ctx, split)[:n_images]
     if idx.numel() == 0:
         raise CheckSkipped(f"no image with a lesion in split {split!r}")
@@ -50,33 +60,33 @@ def _stability(ctx: ModelContext, explainer: str, change: Perturbation, similari
     before = change.warp(ctx.maps(explainer, split)[idx])
     after = explain_batched(ctx.model, ctx.explainer(explainer), perturbed, ctx.batch_size)
     kept = (ctx.scores(split)[idx] >= 0.5) == (predict_probs(ctx.model, perturbed, ctx.batch_size) >= 0.5)
-    if not bool(kept.any()):
-        raise CheckSkipped(f"{change!r} changed the prediction of every one of {idx.numel()} images")
+    require_kept(int(kept.sum()), idx.numel(), min_kept, repr(change))
     sims = similarity_fn(similarity)(before, after)[kept]
-    boot = bootstrap_ci(sims, n_boot=n_boot, seed=seed)
+    boot = patient_ci(ctx, split, idx[kept], sims, n_boot, seed)
     details = {"perturbation": repr(change), "geometric": change.geometric, "similarity": similarity,
                "split": split, "n_prediction_changed": int((~kept).sum()), "n_images": int(idx.numel())}
-    return Measurement(f"{similarity}_under_perturbation", boot.estimate, boot.low, boot.high, boot.n, details)
+    return Measurement.of(f"{similarity}_under_perturbation", boot, details)
 
 
 @register_check("max_sensitivity", category="stability")
 def check_max_sensitivity(ctx: ModelContext, explainer: str, *, radius: float = 0.02, n_samples: int = 10,
                           split: str = "test", n_images: int = 32, keep_changed: bool = False,
-                          n_boot: int = 1000, seed: int = 0) -> Measurement:
+                          min_kept: int = MIN_KEPT, n_boot: int = 1000, seed: int = 0) -> Measurement:
     """Max-sensitivity (Yeh et al. 2019): largest relative map change under uniform noise of ``radius`` (lower is better)."""
-    return _sensitivity(ctx, explainer, "max", radius, n_samples, split, n_images, keep_changed, n_boot, seed)
+    return _sensitivity(ctx, explainer, "max", radius, n_samples, split, n_images, keep_changed, min_kept, n_boot, seed)
 
 
 @register_check("avg_sensitivity", category="stability")
 def check_avg_sensitivity(ctx: ModelContext, explainer: str, *, radius: float = 0.02, n_samples: int = 10,
                           split: str = "test", n_images: int = 32, keep_changed: bool = False,
-                          n_boot: int = 1000, seed: int = 0) -> Measurement:
+                          min_kept: int = MIN_KEPT, n_boot: int = 1000, seed: int = 0) -> Measurement:
     """Avg-sensitivity (Yeh et al. 2019): mean relative map change under uniform noise of ``radius`` (lower is better)."""
-    return _sensitivity(ctx, explainer, "mean", radius, n_samples, split, n_images, keep_changed, n_boot, seed)
+    return _sensitivity(ctx, explainer, "mean", radius, n_samples, split, n_images, keep_changed, min_kept, n_boot,
+                        seed)
 
 
 def _sensitivity(ctx: ModelContext, explainer: str, how: str, radius: float, n_samples: int, split: str,
-                 n_images: int, keep_changed: bool, n_boot: int, seed: int) -> Measurement:
+                 n_images: int, keep_changed: bool, min_kept: int, n_boot: int, seed: int) -> Measurement:
     idx = positives(ctx, split)[:n_images]
     if idx.numel() == 0:
         raise CheckSkipped(f"no image with a lesion in split {split!r}")
@@ -87,10 +97,11 @@ def _sensitivity(ctx: ModelContext, explainer: str, how: str, radius: float, n_s
         maps=ctx.maps(explainer, split)[idx], n_samples=n_samples, radius=radius, batch_size=ctx.batch_size,
         generator=torch.Generator(ctx.device).manual_seed(seed), predict_fn=_eval_logits(ctx.model))
     values = samples.reduce(how, on_prediction_change="keep" if keep_changed else "exclude").cpu()
-    boot = bootstrap_ci(values, n_boot=n_boot, seed=seed)
+    require_kept(int((~values.isnan()).sum()), idx.numel(), min_kept, f"uniform noise of radius {radius}")
+    boot = patient_ci(ctx, split, idx, values, n_boot, seed)
     details = {"split": split, "radius": radius, "n_samples": n_samples, "keep_changed": keep_changed,
                "n_samples_prediction_changed": int(samples.n_changed.sum()), "n_excluded": boot.n_excluded}
-    return Measurement(f"{how}_sensitivity", boot.estimate, boot.low, boot.high, boot.n, details)
+    return Measurement.of(f"{how}_sensitivity", boot, details)
 
 
 def _eval_logits(model):

@@ -15,10 +15,10 @@ from torch import nn
 from harness.explain.base import Explainer, register_explainer
 
 
-def content_seed(image: torch.Tensor, seed: int) -> int:
-    """A 63-bit seed from ``seed`` and the image's float32 bytes: same input, same seed, any device."""
-    data = image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
-    digest = hashlib.blake2b(data, digest_size=8, key=seed.to_bytes(8, "little", signed=True)).digest()
+def call_seed(seed: int, call: int) -> int:
+    """A 63-bit seed from the run ``seed`` and the call's index: reproducible, never from the image."""
+    digest = hashlib.blake2b(call.to_bytes(8, "little"), digest_size=8,
+                             key=seed.to_bytes(8, "little", signed=True)).digest()
     return int.from_bytes(digest, "little") >> 1
 
 
@@ -26,13 +26,17 @@ def content_seed(image: torch.Tensor, seed: int) -> int:
 class RandomMap(Explainer):
     """Smooth random map: ``cells x cells`` Gaussian noise, bilinearly upsampled to the input size.
 
-    Deterministic: each image's noise is drawn from a CPU generator seeded by ``seed`` and a hash of
-    the image's content, so the same image gives the same map whatever the batch, device or model.
-    Ignores the model and the targets (the targets count is still checked).
+    A real control (Binder et al. 2023): the noise depends neither on the model nor on the image.
+    Each call draws from a CPU generator seeded by the run ``seed`` and the index of the call on
+    this instance, so a run is reproducible, while two calls (the original and the randomised
+    model, an image and its perturbed copy) get independent noise. Where a condition passes such
+    a map (model randomisation: noise is "dissimilar" to noise), the condition cannot tell noise
+    from an explanation, and the report says so. Ignores the model and the targets (the targets
+    count is still checked).
     """
 
     name = "random"
-    description = "control: smooth random map seeded by the image content (model-independent)"
+    description = "control: smooth random noise, independent of model and image (seeded by run and call)"
     category = "control"
     is_control = True
     view = "minmax"
@@ -42,13 +46,12 @@ class RandomMap(Explainer):
             raise ValueError(f"cells must be >= 1, got {cells}")
         self.seed = seed
         self.cells = cells
+        self.calls = 0
 
     def explain(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        host = images.detach().to("cpu", torch.float32)
-        seeds = [content_seed(image, self.seed) for image in host]
-        noise = torch.stack([
-            torch.randn(1, self.cells, self.cells, generator=torch.Generator().manual_seed(s)) for s in seeds
-        ])
+        generator = torch.Generator().manual_seed(call_seed(self.seed, self.calls))
+        self.calls += 1
+        noise = torch.randn(images.shape[0], 1, self.cells, self.cells, generator=generator)
         maps = F.interpolate(noise, size=images.shape[-2:], mode="bilinear", align_corners=False)
         return maps.to(images.device)
 

@@ -70,6 +70,54 @@ def verdict_counts(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return ordered
 
 
+#: How the counts of each role are shown: verdict -> words.
+ROLE_WORDS: dict[str, dict[str, str]] = {
+    "gate": {"pass": "pass", "fail": "fail", "error": "error", "skip": "skip"},
+    "reported": {"pass": "condition holds", "warn": "condition does not hold", "error": "error",
+                 "skip": "skip"},
+    "control": {"behaved": "control behaved", "uninformative": "control passed: condition uninformative",
+                "error": "error", "skip": "skip"},
+}
+
+
+def role_of(record: Mapping[str, Any]) -> str:
+    """``gate``, ``reported`` (severity warn: never closes the gate) or ``control``.
+
+    Records written before roles existed count as gates; a warn verdict is always reported only (a
+    gate passes or fails).
+    """
+    role = record.get("role")
+    if record.get("verdict") == "warn" and role != "control":
+        return "reported"
+    return str(role) if role in ROLE_WORDS else "gate"
+
+
+def role_counts(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """Counts per role and verdict: gates, reported-only checks and controls are never added up."""
+    out: dict[str, dict[str, int]] = {role: {} for role in ROLE_WORDS}
+    for record in records:
+        role, verdict = role_of(record), str(record.get("verdict", ""))
+        out[role][verdict] = out[role].get(verdict, 0) + 1
+    return out
+
+
+def describe_counts(counts: Mapping[str, Mapping[str, int]]) -> list[tuple[str, str]]:
+    """``(role heading, "12 pass, 1 fail")`` for each role that has records."""
+    headings = {"gate": "gates", "reported": "reported only (severity warn)", "control": "controls"}
+    lines = []
+    for role, verdicts in counts.items():
+        if verdicts:
+            words = ROLE_WORDS[role]
+            parts = [f"{n} {words.get(v, v)}" for v, n in sorted(verdicts.items(), key=lambda kv: _order(role, kv[0]))]
+            lines.append((headings[role], ", ".join(parts)))
+    return lines
+
+
+def _order(role: str, verdict: str) -> int:
+    order = list(ROLE_WORDS[role])
+    return order.index(verdict) if verdict in order else len(order)
+
+
 def group_by_model(records: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Records grouped by model name, in the order models first appear."""
     groups: dict[str, list[dict[str, Any]]] = {}

@@ -9,18 +9,22 @@ from harness.report.comparison import render_comparisons
 from harness.report.formatting import (
     FAILING_VERDICTS,
     MISSING,
+    ROLE_WORDS,
     as_record,
+    describe_counts,
     explainer_label,
     format_ci,
     format_condition,
     format_number,
     group_by_model,
     model_label,
-    verdict_counts,
+    role_counts,
+    role_of,
 )
 
-_ATTENTION = ("fail", "error", "warn")  # listed under the table, in this order
-TABLE_COLUMNS = ("Check", "Category", "Explainer", "Metric", "Value", "95% CI", "Condition", "Verdict")
+_ATTENTION = ("fail", "error", "warn", "uninformative")  # listed under the table, in this order
+TABLE_COLUMNS = ("Check", "Category", "Explainer", "Metric", "Value", "95% CI", "n (patients)", "Reference",
+                 "Condition", "Verdict")
 
 
 def render_summary(document: Mapping[str, Any]) -> str:
@@ -60,12 +64,14 @@ def render_summary(document: Mapping[str, Any]) -> str:
 
 def _header(document: Mapping[str, Any], records: list[dict[str, Any]]) -> str:
     failing = sum(r["verdict"] in FAILING_VERDICTS for r in records)
+    gates = sum(role_of(r) == "gate" for r in records)
     outcome = "**FAIL**" if failing else "PASS"
     lines = [
         f"# xai-harness report `{document.get('run_id', MISSING)}`",
         "",
         f"Created {document.get('created', MISSING)}. "
-        f"Result: {outcome}, {failing} of {len(records)} checks failing or in error.",
+        f"Result: {outcome}, {failing} of {len(records)} items failing or in error ({gates} gates; "
+        "reported-only checks and controls are counted apart, never as passes).",
     ]
     if document.get("complete") is False:
         lines += ["", "**INCOMPLETE**: the run did not finish; these are the results written so far."]
@@ -90,11 +96,17 @@ def _meta_value(value: Any) -> str:
 
 
 def _counts_section(records: list[dict[str, Any]]) -> str:
-    counts = verdict_counts(records)
-    lines = ["## Verdicts", "", "| Verdict | Count |", "|---|---:|"]
-    lines += [f"| {_marker(verdict) if count else verdict} | {count} |" for verdict, count in counts.items()]
-    lines.append(f"| total | {len(records)} |")
-    return "\n".join(lines)
+    counts = role_counts(records)
+    lines = ["## Verdicts", "", "| Items | Verdict | Count |", "|---|---|---:|"]
+    headings = {"gate": "gates", "reported": "reported only (severity warn)", "control": "controls"}
+    for role, verdicts in counts.items():
+        for verdict, words in ROLE_WORDS[role].items():
+            if verdicts.get(verdict):
+                label = _marker(verdict, None if role == "gate" else words)
+                lines.append(f"| {headings[role]} | {label} | {verdicts[verdict]} |")
+    lines.append(f"| total | | {len(records)} |")
+    summary = "; ".join(f"{heading}: {text}" for heading, text in describe_counts(counts))
+    return "\n".join(lines) + ("\n\n" + summary + "." if summary else "")
 
 
 def _model_section(
@@ -130,11 +142,29 @@ def _table(records: list[dict[str, Any]]) -> str:
             r.get("metric") or MISSING,
             format_number(r.get("value")),
             format_ci(r),
+            _count(r),
+            _reference(r),
             format_condition(r),
             _marker(r["verdict"]),
         )
         lines.append("| " + " | ".join(_escape(str(c)) for c in cells) + " |")
     return "\n".join(lines)
+
+
+def _count(record: dict[str, Any]) -> str:
+    n, patients = record.get("n") or 0, record.get("n_patients") or 0
+    if not n:
+        return MISSING
+    return f"{n} ({patients})" if patients and patients != n else str(n)
+
+
+def _reference(record: dict[str, Any]) -> str:
+    """What the value is relative to: ``uniform map = 1.000``, ``random pixel order = 0.412``, or ``absolute``."""
+    ref = record.get("reference") or {}
+    if ref.get("name"):
+        value = ref.get("value")
+        return ref["name"] + ("" if value is None else f" = {format_number(value)}")
+    return str(ref.get("kind") or MISSING)
 
 
 def _failures(records: list[dict[str, Any]]) -> str:
@@ -160,10 +190,10 @@ def _images(items: Iterable[Mapping[str, Any]], caption_key: str) -> str:
     return "\n\n".join(lines)
 
 
-def _marker(verdict: str) -> str:
-    """PASS and SKIP plain, the verdicts that need attention in bold: **FAIL**, **ERROR**, **WARN**."""
-    text = verdict.upper()
-    return text if verdict in ("pass", "skip") else f"**{text}**"
+def _marker(verdict: str, text: str | None = None) -> str:
+    """PASS, SKIP and BEHAVED plain; what needs attention in bold: **FAIL**, **ERROR**, **WARN**, **UNINFORMATIVE**."""
+    text = text or verdict.upper()
+    return text if verdict in ("pass", "skip", "behaved") else f"**{text}**"
 
 
 def _escape(text: str, *, table: bool = True) -> str:

@@ -9,10 +9,11 @@ from harness.report.formatting import (
     FAILING_VERDICTS,
     as_record,
     explainer_label,
+    ROLE_WORDS,
     format_number,
     group_by_model,
     model_label,
-    verdict_counts,
+    role_counts,
 )
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ VERDICT_STYLES = {
     "fail": "bold red",
     "error": "bold magenta",
     "skip": "dim",
+    "behaved": "cyan",
+    "uninformative": "bold yellow",
 }
 
 
@@ -64,20 +67,27 @@ def render_terminal_table(
 
 
 def total_line(records: Iterable[CheckResult | Mapping[str, Any]]) -> Text:
-    """``FAILED 12 checks: 8 pass, 2 fail, 1 warn, 1 skip`` with each verdict in its colour."""
+    """``FAILED 12 items: gates 8 pass, 2 fail; controls 1 behaved, 1 uninformative`` in colour.
+
+    Gates, reported-only checks (severity warn) and controls are counted apart: a control or a
+    reported check is never a pass.
+    """
     from rich.text import Text
 
     rows = [as_record(r) for r in records]
-    counts = {v: n for v, n in verdict_counts(rows).items() if n}
-    failed = any(verdict in FAILING_VERDICTS for verdict in counts)
+    failed = any(r["verdict"] in FAILING_VERDICTS for r in rows)
     line = Text.assemble(("FAILED" if failed else "PASSED", "bold red" if failed else "bold green"))
-    line.append(f" {len(rows)} check{'s' if len(rows) != 1 else ''}")
-    parts = [(f"{n} {verdict}", VERDICT_STYLES.get(verdict, "")) for verdict, n in counts.items()]
-    if parts:
-        line.append(": ")
-    for i, (text, style) in enumerate(parts):
-        line.append(", " if i else "")
-        line.append(text, style=style)
+    line.append(f" {len(rows)} item{'s' if len(rows) != 1 else ''}")
+    headings = {"gate": "gates", "reported": "reported only", "control": "controls"}
+    groups = [(role, verdicts) for role, verdicts in role_counts(rows).items() if verdicts]
+    for g, (role, verdicts) in enumerate(groups):
+        line.append(": " if g == 0 else "; ")
+        line.append(f"{headings[role]} ")
+        words = ROLE_WORDS[role]
+        ordered = sorted(verdicts.items(), key=lambda kv: list(words).index(kv[0]) if kv[0] in words else 99)
+        for i, (verdict, n) in enumerate(ordered):
+            line.append(", " if i else "")
+            line.append(f"{n} {words.get(verdict, verdict)}", style=VERDICT_STYLES.get(verdict, ""))
     return line
 
 
