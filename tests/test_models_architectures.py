@@ -13,6 +13,7 @@ import torchvision
 
 from harness.models.architectures import (
     ARCHITECTURES,
+    MIN_CAM_GRID,
     ClassifierNet,
     TokenGridReshape,
     create_model,
@@ -73,7 +74,7 @@ def test_every_architecture_on_meta(arch):
     assert logits.shape == (2, 3)
     assert feature_map.ndim == 4 and feature_map.shape[0] == 2 and min(feature_map.shape[2:]) >= 1
     assert model.target_layer is model.get_submodule(model.target_layer_name)
-    assert model.target_layer_name == "backbone." + target_layer_path(model.backbone)
+    assert model.target_layer_name == "backbone." + target_layer_path(model.backbone, size)
     assert all(k.startswith("backbone.") for k in model.state_dict())  # the target layer is not a 2nd copy
     first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert first_conv.in_channels == 1
@@ -83,9 +84,11 @@ def test_every_architecture_on_meta(arch):
         assert model.target_layer is model.backbone.blocks[-1].norm1
         assert tuple(feature_map.shape[2:]) == model.reshape_transform.grid_size == \
             tuple(model.backbone.patch_embed.grid_size)
-    elif meta["source"] == "timm" and "truncated_from" not in meta:  # timm's last feature stage
+    elif meta["source"] == "timm" and "truncated_from" not in meta:  # timm's deepest stage with >= 7x7 cells
         assert model.reshape_transform is None
-        assert model.target_layer is model.backbone.get_submodule(model.backbone.feature_info[-1]["module"])
+        fine = [t["module"] for t in model.backbone.feature_info if size // t["reduction"] >= MIN_CAM_GRID]
+        assert model.target_layer is model.backbone.get_submodule(fine[-1])
+        assert min(feature_map.shape[2:]) >= MIN_CAM_GRID
 
 
 @pytest.mark.parametrize("arch,path", sorted(TORCHVISION.items()))
@@ -117,15 +120,27 @@ def test_forward_and_cam_layer_gradient_on_cpu(arch):
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
-def test_truncated_resnet18_minus2_has_4x_cam_resolution_and_expected_size():
-    """CheXtransfer: truncating two blocks -> CAM at layer2 (8x8 at 64x64 vs layer4's 2x2)."""
+def test_cam_target_is_the_deepest_stage_with_a_7x7_map():
+    """At 224 px the seed-000 protocol's last stage (7x7); at 64 px its 2x2 map cannot resolve a
+    lesion, so the stride-8 stage (8x8) is the target; a truncated model's stages end at its new last block."""
+    with torch.device("meta"):
+        at224 = create_model("resnet18", img_size=224)
+        at64 = create_model("resnet18", img_size=64)
+        short = create_model("resnet18_minus2", img_size=64)
+        minus3 = create_model("resnet18_minus3", img_size=64)
+        grids = [tuple(target_output(m, torch.empty(1, 1, m.img_size, m.img_size))[1].shape[2:])
+                 for m in (at224, at64, short, minus3)]
+    assert at224.target_layer_name == "backbone.layer4" and grids[0] == (7, 7)
+    assert at64.target_layer_name == "backbone.layer2" and grids[1] == (8, 8)
+    assert short.target_layer_name == "backbone.layer2" and grids[2] == (8, 8)
+    assert minus3.target_layer_name == "backbone.layer1" and grids[3] == (16, 16)
+
+
+def test_truncated_resnet18_minus2_has_the_expected_size():
+    """CheXtransfer: truncating two blocks leaves the stem, layer1, layer2 and a pooled linear head."""
     with torch.device("meta"):
         full = create_model("resnet18", img_size=64)
         short = create_model("resnet18_minus2", img_size=64)
-        x = torch.empty(1, 1, 64, 64)
-        full_map, short_map = target_output(full, x)[1], target_output(short, x)[1]
-    assert tuple(full_map.shape[2:]) == (2, 2) and tuple(short_map.shape[2:]) == (8, 8)
-    assert short.target_layer_name == "backbone.layer2" and short_map.shape[1] == 128
 
     def n(module):
         return sum(p.numel() for p in module.parameters())
@@ -179,7 +194,9 @@ def test_normalisation_is_fixed_and_not_saved():
 def test_vgg16_uses_a_pooled_head():
     model = create_model("vgg16", img_size=64)
     assert sum(p.numel() for p in model.parameters()) < 20_000_000  # timm's ConvMlp head: 134M
-    assert model.target_layer_name == "backbone.features.30"
+    assert model.target_layer_name == "backbone.features.22"  # stride 8: 8x8 at 64 px (features.30 at 224)
+    with torch.device("meta"):
+        assert create_model("vgg16", img_size=224).target_layer_name == "backbone.features.30"
 
 
 def test_token_grid_reshape_uses_prefix_tokens_and_grid():

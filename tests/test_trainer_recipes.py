@@ -22,7 +22,8 @@ from harness.models.trainer import evaluate, train_locked
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-RECIPES = ["pneumothorax_cnn", "pneumothorax_vit", "cxr14_baseline", "focal_finetune", "linear_probe", "chextransfer"]
+RECIPES = ["pneumothorax_cnn", "pneumothorax_vit", "cxr14_baseline", "focal_finetune", "linear_probe", "chextransfer",
+           "undertrained"]
 
 
 def quick(recipe: Recipe, **changes) -> Recipe:
@@ -92,11 +93,12 @@ def test_protocol_values():
 
 
 def test_cpu_pneumothorax_recipe_is_unchanged():
-    """The pneumothorax suite is calibrated on models trained with exactly these values."""
+    """The pneumothorax suite is calibrated on models trained with exactly these values (recalibrate with
+    `xai-harness calibrate` when they change)."""
     cnn = get_recipe("pneumothorax_cnn", "cpu")
     assert cnn.to_dict() == {
         "name": "pneumothorax_cnn", "profile": "cpu", "optimizer": "adam", "lr": 1e-3, "epochs": 5, "batch_size": 32,
-        "weight_decay": 0.0, "momentum": 0.0, "schedule": "constant", "warmup_epochs": 0, "loss": "cross_entropy",
+        "weight_decay": 0.0, "momentum": 0.0, "schedule": "cosine", "warmup_epochs": 0, "loss": "cross_entropy",
         "label_smoothing": 0.0, "augment": {"hflip": True, "rotation_deg": 10.0, "shift": 0.0, "brightness": 0.1,
                                             "contrast": 0.1, "noise_std": 0.02}, "eval_batch_size": 256}
 

@@ -21,6 +21,7 @@ def list_datasets() -> list[str]:
 
 
 def _import_builtin() -> None:
+    import harness.data.burned_token  # noqa: F401  (registers "burned-token")
     import harness.data.chexpert  # noqa: F401  (registers "chexpert")
     import harness.data.nih_cxr14  # noqa: F401  (registers "nih-cxr14")
     import harness.data.pcam  # noqa: F401  (registers "pcam")

@@ -9,6 +9,11 @@ from typing import Mapping
 import numpy as np
 
 SPLITS = ("train", "val", "test", "test_decorrelated")
+#: Calibration splits (synth-cxr): the test and decorrelated-test patients of a second world drawn
+#: from another seed, so thresholds are set on patients disjoint from every verdict's ``test``.
+CALIB_SPLITS = ("calib", "calib_decorrelated")
+CALIB_PATIENT_OFFSET = 1_000_000  # calib patient ids start here: never equal to a main-world id
+_CALIB_STREAM = 7
 MAIN_SPLITS = ("train", "val", "test")
 MAIN_FRACTIONS = (0.70, 0.15, 0.15)
 DECORRELATED_FRACTION = 0.15  # extra, distinct patients, relative to n_patients
@@ -66,10 +71,19 @@ def check_patient_disjoint(split_patients: Mapping[str, np.ndarray]) -> None:
             seen[pid] = split
 
 
-def check_synthetic_options(split: str, size: int, n_patients: int, seed: int) -> tuple[int, int, int]:
+def calibration_world(split: str, seed: int) -> tuple[int, str, int]:
+    """``(world seed, world split, patient id offset)`` of a split: calib splits live in another world."""
+    if split not in CALIB_SPLITS:
+        return seed, split, 0
+    derived = int(np.random.SeedSequence([int(seed), _CALIB_STREAM]).generate_state(1)[0]) >> 1
+    return derived, split.replace("calib", "test"), CALIB_PATIENT_OFFSET
+
+
+def check_synthetic_options(split: str, size: int, n_patients: int, seed: int,
+                            splits: tuple[str, ...] = SPLITS) -> tuple[int, int, int]:
     """Validate the options the synthetic datasets share; returns ``(size, n_patients, seed)`` as ints."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if split not in splits:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(splits)}")
     size, n_patients, seed = operator.index(size), operator.index(n_patients), operator.index(seed)
     if size < 32:
         raise ValueError(f"size must be >= 32, got {size}")

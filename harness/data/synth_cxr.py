@@ -34,7 +34,7 @@ from harness.data.imageset import ImageSet
 from harness.data.lesions import LesionBank, load_lesion_bank, render_pneumothorax, siim_csv_path
 from harness.data.phantom import Anatomy, batch_factors, expose, render_anatomy
 from harness.data.shortcuts import apply_artifacts, normalise_shortcuts
-from harness.data.splits import SPLITS, check_synthetic_options, n_decorrelated_patients
+from harness.data.splits import CALIB_SPLITS, SPLITS, calibration_world, check_synthetic_options, n_decorrelated_patients
 from harness.data.texture import gaussian_blur, smooth_noise
 from harness.data.world import World, build_world
 
@@ -57,7 +57,7 @@ def make_config(
     seed: int = 0,
 ) -> dict:
     """Validate the options of :func:`synth_cxr` into its full, JSON-serialisable config."""
-    size, n_patients, seed = check_synthetic_options(split, size, n_patients, seed)
+    size, n_patients, seed = check_synthetic_options(split, size, n_patients, seed, SPLITS + CALIB_SPLITS)
     if not 0.0 <= float(prevalence) <= 1.0:
         raise ValueError(f"prevalence must lie in [0, 1], got {prevalence}")
     return {
@@ -89,7 +89,9 @@ def synth_cxr(
     Args:
         split: ``"train"``, ``"val"``, ``"test"`` (about 70/15/15 of ``n_patients``) or
             ``"test_decorrelated"`` (``0.15 * n_patients`` further patients, every artifact at
-            rate 0.5 in both classes).
+            rate 0.5 in both classes); ``"calib"`` and ``"calib_decorrelated"``: as ``test`` and
+            ``test_decorrelated`` but of other patients (a second world from a derived seed, ids
+            from 1,000,000), where suite thresholds are calibrated.
         size: image edge in pixels (64 for the CPU profile, 224 for the GPU profile).
         n_patients: patients of train+val+test; each has 1-4 images (2.85 on average).
         prevalence: probability that an image is positive.
@@ -119,11 +121,13 @@ def generate(config: dict, cache_dir: str | Path | None = None) -> ImageSet:
         The split.
     """
     started = time.perf_counter()
-    world = build_world(config["seed"], config["n_patients"], config["prevalence"])
-    rows = world.split_images(config["split"])
+    world_seed, world_split, id_offset = calibration_world(config["split"], config["seed"])
+    world = build_world(world_seed, config["n_patients"], config["prevalence"])
+    rows = world.split_images(world_split)
     bank = load_lesion_bank(cache_dir) if world.labels[rows].any() else None
+    render = {**config, "seed": world_seed, "split": world_split}
     parts = [
-        _render_chunk(world, rows[i : i + RENDER_CHUNK], config, bank, chunk=i // RENDER_CHUNK)
+        _render_chunk(world, rows[i : i + RENDER_CHUNK], render, bank, chunk=i // RENDER_CHUNK)
         for i in range(0, rows.size, RENDER_CHUNK)
     ]
     merged = {k: torch.cat([p[k] for p in parts]) for k in ("images", "lesion_masks", "lung_masks")}
@@ -136,11 +140,11 @@ def generate(config: dict, cache_dir: str | Path | None = None) -> ImageSet:
         lesion_masks=merged["lesion_masks"],
         lung_masks=merged["lung_masks"],
         artifact_masks=artifacts,
-        patient_ids=torch.from_numpy(world.image_patient[rows].copy()),
+        patient_ids=torch.from_numpy(world.image_patient[rows].copy()) + id_offset,
         name=f"synth-cxr/{config['split']}",
         config=config,
         finding_names=FINDING_NAMES,
-        metadata=patient_metadata(config, torch.from_numpy(world.image_patient[rows].copy())),
+        metadata=patient_metadata(config, torch.from_numpy(world.image_patient[rows].copy()) + id_offset),
     )
 
 
@@ -237,4 +241,5 @@ def patient_metadata(config: dict, patient_ids: torch.Tensor) -> dict[str, torch
     labels, masks and cache files are the same as before metadata existed.
     """
     n_total = config["n_patients"] + n_decorrelated_patients(config["n_patients"])
-    return per_image(sample_demographics(n_total, demographics_rng(config["seed"])), patient_ids)
+    world_seed, _, id_offset = calibration_world(config["split"], config["seed"])
+    return per_image(sample_demographics(n_total, demographics_rng(world_seed)), patient_ids - id_offset)

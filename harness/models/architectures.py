@@ -37,6 +37,10 @@ INPUT_STD = 0.25
 #: Attribute a builder sets on its backbone when the target layer is not timm's last feature stage
 #: (torchvision models, truncated models): the dotted path inside the backbone.
 CAM_TARGET_ATTR = "cam_target_layer"
+#: The CAM target is the deepest feature stage whose map has at least this many cells per side at the
+#: model's input size: 7, the 7x7 of the seed-000 protocol at 224 px (stride 32). At 64 px a stride-32
+#: map is 2x2 and cannot resolve a ~8-pixel lesion; the rule then picks the stride-8 stage (8x8).
+MIN_CAM_GRID = 7
 
 
 class TokenGridReshape:
@@ -98,7 +102,7 @@ class ClassifierNet(nn.Module):
         self.register_buffer("input_mean", torch.tensor(INPUT_MEAN), persistent=False)
         self.register_buffer("input_std", torch.tensor(INPUT_STD), persistent=False)
         self.is_vit = is_token_model(backbone)
-        self.target_layer_name = "backbone." + (target_layer or target_layer_path(backbone))
+        self.target_layer_name = "backbone." + (target_layer or target_layer_path(backbone, self.img_size))
         self.reshape_transform: TokenGridReshape | None = None
         if self.is_vit:
             self.reshape_transform = TokenGridReshape(
@@ -125,30 +129,62 @@ def is_token_model(backbone: nn.Module) -> bool:
     return all(hasattr(backbone, a) for a in ("patch_embed", "blocks", "num_prefix_tokens"))
 
 
-def target_layer_path(backbone: nn.Module) -> str:
+def target_layer_path(backbone: nn.Module, img_size: int | None = None) -> str:
     """Dotted path, inside ``backbone``, of the Grad-CAM target layer, derived from the library.
 
-    A ``cam_target_layer`` attribute set by the builder wins (torchvision models: the module path
-    pytorch-grad-cam recommends, ``layer4`` / ``features[-1]``; truncated models: their new last
-    block). Otherwise CNNs: timm's ``feature_info[-1]["module"]``, the last (stride-32) feature
-    stage: ``layer4`` (ResNet), ``features.norm5`` (DenseNet), ``blocks.6`` (EfficientNet,
-    MobileNet, MNASNet), ``Mixed_7c`` (Inception-v3) and ``features.30`` (VGG's final max-pool over
-    the last conv block, pytorch-grad-cam's ``model.features[-1]``). ViTs: the last block's
-    ``norm1``, as pytorch-grad-cam's ViT tutorial does (the tokens before the final attention, as
-    the seed-000 study describes).
+    CNNs: timm's ``feature_info`` stages, up to the declared ``cam_target_layer`` where a builder set
+    one (truncated models: their new last block) and otherwise to the last (stride-32) stage:
+    ``layer4`` (ResNet), ``features.norm5`` (DenseNet), ``blocks.6`` (EfficientNet, MobileNet,
+    MNASNet), ``Mixed_7c`` (Inception-v3), ``features.30`` (VGG's final max-pool, pytorch-grad-cam's
+    ``model.features[-1]``). Of these, the deepest whose map has at least :data:`MIN_CAM_GRID`
+    cells per side at ``img_size`` is the target: the last stage at 224 px, the stride-8 stage at
+    64 px (``layer2`` of a ResNet: 8x8 instead of 2x2). Without ``img_size``, the last. Models without
+    ``feature_info`` (torchvision) use their declared layer (``layer4`` / ``features[-1]``). ViTs:
+    the last block's ``norm1``, as pytorch-grad-cam's ViT tutorial does (the tokens before the final
+    attention, as the seed-000 study describes); their grid is the patch grid at any depth.
     """
     declared = getattr(backbone, CAM_TARGET_ATTR, None)
-    if declared:
-        backbone.get_submodule(declared)
-        return declared
     if is_token_model(backbone):
-        return f"blocks.{len(backbone.blocks) - 1}.norm1"
+        return declared or f"blocks.{len(backbone.blocks) - 1}.norm1"
     info = getattr(backbone, "feature_info", None)
     if not info:
+        if declared:
+            backbone.get_submodule(declared)
+            return declared
         raise ValueError(f"{type(backbone).__name__} has no timm feature_info to derive a target layer")
-    path = info[-1]["module"]
+    taps = [(tap["module"], int(tap["reduction"])) for tap in info]
+    modules = [module for module, _ in taps]
+    if declared:
+        if declared not in modules:
+            backbone.get_submodule(declared)
+            return declared
+        taps = taps[: modules.index(declared) + 1]
+    path = taps[-1][0]
+    if img_size:
+        fine = [module for module, reduction in taps if img_size // reduction >= MIN_CAM_GRID]
+        path = fine[-1] if fine else taps[0][0]
     backbone.get_submodule(path)  # fail here, not in an explainer, if timm's path is stale
     return path
+
+
+def cam_grid(model: nn.Module) -> tuple[int, int] | None:
+    """Cells per side of a ClassifierNet's CAM at its input size (None if it cannot be told cheaply)."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            layer, captured = model.target_layer, []
+            handle = layer.register_forward_hook(lambda m, i, o: captured.append(o))
+            try:
+                model.eval()(torch.zeros(1, 1, model.img_size, model.img_size, device=next(model.parameters()).device))
+            finally:
+                handle.remove()
+        out = captured[0]
+        if getattr(model, "reshape_transform", None) is not None:
+            out = model.reshape_transform(out)
+        return int(out.shape[-2]), int(out.shape[-1])
+    except Exception:  # noqa: BLE001  (a report detail, never a failure)
+        return None
 
 
 def create_model(arch: str, *, img_size: int, num_classes: int = 2, preprocess: str = "none",
@@ -295,7 +331,7 @@ def vgg19(img_size: int, num_classes: int) -> nn.Module:
 
 # Torchvision-built models and truncated variants register themselves on import (they need the
 # registry and helpers above, hence the import at the bottom).
-from harness.models import truncation, tv_models  # noqa: E402,F401
+from harness.models import convstem, truncation, tv_models  # noqa: E402,F401
 
 __all__ = [
     "ARCHITECTURES",

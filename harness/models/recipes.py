@@ -195,28 +195,33 @@ _SEED003_AUGMENT = Augmentation(hflip=True, rotation_deg=15.0, brightness=0.1, c
 @register_recipe(
     "pneumothorax_cnn",
     description="Seed 000 CNN protocol: cross-entropy, Adam 1e-4, 50 epochs, CLAHE + z-score, noise/rotation/"
-    "flip/brightness-contrast (gpu); Adam 1e-3, 5 epochs at 64x64, no CLAHE (cpu)",
+    "flip/brightness-contrast (gpu); Adam 1e-3 with cosine decay, 5 epochs at 64x64, no CLAHE (cpu)",
 )
 def pneumothorax_cnn(profile: str) -> Recipe:
     """Seed 000 (Grad-CAM across architectures, pneumothorax), CNNs.
 
     gpu: the published protocol (CLAHE + z-score, Adam lr 1e-4, 50 epochs; the paper gives no batch
     size: 64).
-    cpu: a quick variant at 64x64: Adam 1e-3 for 5 epochs, same augmentation, no CLAHE, so resnet18
-    trains in under 2 minutes on 2 cores (~1,400 training images; measured 50 s at ~165 img/s, val
-    AUROC 0.90-0.94 on synth-cxr). The pneumothorax suite's thresholds are calibrated on these
-    models: leave the cpu values as they are.
+    cpu: a quick variant at 64x64: Adam 1e-3 with cosine decay over 5 epochs, same augmentation, no
+    CLAHE, so resnet18 trains in about 70 s on 2 idle cores (~1,400 training images; val AUROC
+    0.91-0.93 on synth-cxr, seeds 0 and 1). The decay makes the run converge: with a constant rate
+    the last two epochs' Grad-CAM maps agreed less (Spearman 0.20) than two seeds' final models
+    (0.51), so checkpoint consistency could not tell a run from two; with the decay they agree at
+    0.97 against 0.50 across seeds (measured on the test split; a step decay in the last epoch gave
+    0.78 vs 0.63). The pneumothorax suite's thresholds are calibrated on these models
+    (suites/calibration): recalibrate after changing the cpu values.
     """
     if profile == "gpu":
         return Recipe("pneumothorax_cnn", profile, "adam", lr=1e-4, epochs=50, batch_size=64, augment=_SEED000_AUGMENT,
                       preprocess="clahe+zscore")
-    return Recipe("pneumothorax_cnn", profile, "adam", lr=1e-3, epochs=5, batch_size=32, augment=_SEED000_AUGMENT)
+    return Recipe("pneumothorax_cnn", profile, "adam", lr=1e-3, epochs=5, batch_size=32, augment=_SEED000_AUGMENT,
+                  schedule="cosine")
 
 
 @register_recipe(
     "pneumothorax_vit",
-    description="Seed 000 ViT protocol: cross-entropy, SGD 1e-4, 300 epochs, CLAHE + z-score (gpu); AdamW 5e-4 "
-    "+ warmup/cosine, 16 epochs, no augmentation at 64x64 (cpu)",
+    description="Seed 000 ViT protocol: cross-entropy, SGD 1e-4, 300 epochs, CLAHE + z-score (gpu); AdamW 1e-3 "
+    "+ warmup/cosine, 10 epochs, no augmentation at 64x64 (cpu)",
 )
 def pneumothorax_vit(profile: str) -> Recipe:
     """Seed 000, vision transformers.
@@ -224,12 +229,13 @@ def pneumothorax_vit(profile: str) -> Recipe:
     gpu: the published protocol (CLAHE + z-score, SGD lr 1e-4, 300 epochs; momentum 0.9 and batch
     64 are not given in the paper and are our choice). Note the paper fine-tuned ImageNet weights;
     from random init SGD 1e-4 learns slowly (pass ``--pretrained``).
-    cpu: a variant that learns from scratch at 64x64 (4x4 patch grid): AdamW 5e-4, weight decay
-    0.05, one warm-up epoch then cosine decay, 16 epochs, no augmentation. Measured on synth-cxr
-    (vit_small, seed 0, 1 thread, ~50 img/s, ~9 min): val AUROC 0.51 -> 0.61 (epoch 4) -> 0.70
-    (epoch 10) -> 0.72 (epoch 16). Fewer epochs barely leave chance level (8 epochs with the CNN
-    augmentation: ~0.53; 12 epochs at lr 1e-3: 0.63): a ViT without pretraining needs many steps
-    on 1,400 images, and augmentation slows it further. vit_base is ~3.5x slower per image.
+    cpu: a variant that learns from scratch at 64x64: AdamW 1e-3, weight decay 0.05, one warm-up
+    epoch then cosine decay, 10 epochs, no augmentation. Measured on synth-cxr (seed 0, 2 cores):
+    ``vit_tiny_convstem`` (convolutional stem, 8x8 tokens) val AUROC 0.59 -> 0.83 (epoch 3) ->
+    0.93 (epoch 6) -> 0.935 (epoch 10) in about 90 s; with the CNN augmentation 0.89 after 8 epochs.
+    A plain patch-16 ViT learns slowly from scratch on 1,400 images: vit_small reached 0.72 after
+    16 epochs at lr 5e-4 (~9 min; measured with the earlier 16-epoch variant of this recipe), a
+    ViT-Ti/8 0.63 after 8 epochs at 1e-3. vit_base is ~3.5x slower per image than vit_small.
     """
     if profile == "gpu":
         return Recipe(
@@ -237,9 +243,18 @@ def pneumothorax_vit(profile: str) -> Recipe:
             augment=_SEED000_AUGMENT, preprocess="clahe+zscore",
         )
     return Recipe(
-        "pneumothorax_vit", profile, "adamw", lr=5e-4, epochs=16, batch_size=32, weight_decay=0.05,
+        "pneumothorax_vit", profile, "adamw", lr=1e-3, epochs=10, batch_size=32, weight_decay=0.05,
         schedule="cosine", warmup_epochs=1,
     )
+
+
+@register_recipe(
+    "undertrained",
+    description="Defect zoo: three optimizer steps (Adam 1e-3, batch 32, 96 images), an under-trained model",
+)
+def undertrained(profile: str) -> Recipe:
+    """A deliberately under-trained model for the defect zoo: 1 epoch on 96 images (3 steps of 32)."""
+    return Recipe("undertrained", profile, "adam", lr=1e-3, epochs=1, batch_size=32, max_train_images=96)
 
 
 @register_recipe(
