@@ -1,7 +1,9 @@
-"""The ``xai-harness`` command line: train zoo models, show the zoo, list registered names.
+"""The ``xai-harness`` command line: train zoo models, show the zoo, list registered names, check the store.
 
 Heavy imports (torch, timm) happen inside the commands, so ``xai-harness --help`` stays fast.
-Exit codes: 0 ok, 1 failure, 2 usage error (unknown model, profile or kind).
+Exit codes: 0 ok, 1 failure (a damaged checkpoint, a diverged training, an unreadable file: one line
+on stderr, no traceback), 2 usage error (unknown model, profile, kind or a malformed suite), 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -140,8 +142,10 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         count = n_params(entry.architecture)
         base = ARCHITECTURES.meta(entry.architecture).get("truncated_from")
         smaller = f"{n_params(base) / count:.1f}x" if base else ""
-        run = store.completed_run(store.run_dir(entry, get_recipe(entry.recipe, profile), profile))
+        health = store.health(store.run_dir(entry, get_recipe(entry.recipe, profile), profile))
+        run = health.run if health.status == "trained" else None
         trained = f"val AUROC {run.final_metrics.get('val_auroc', float('nan')):.3f}" if run else (
+            "DAMAGED (see `xai-harness doctor`)" if health.status == "damaged" else
             "-" if profile in entry.profiles else f"({', '.join(entry.profiles)} only)")
         options = ", ".join(sorted(entry.dataset_options))
         dataset = f"{entry.dataset} ({options})" if options else entry.dataset
@@ -185,9 +189,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             existing = store.completed_run(store.run_dir(entry, get_recipe(entry.recipe, profile), profile))
             if existing is not None:
-                _console(stderr=True).print(f"{entry.name} ({profile} profile) is already trained: "
+                _console(stderr=True).print(f"{entry.name} ({profile} profile) is already trained (weights verified): "
                                             f"{existing.run_dir}", markup=False, soft_wrap=True)
-            run = existing or ensure_trained(entry, profile=profile, store=store, progress=not args.no_progress)
+            run = existing or ensure_trained(entry, profile=profile, store=store, progress=not args.no_progress,
+                                             repair=args.repair)
     except (TrainingDivergedError, PretrainedError) as err:
         from rich.text import Text
 
@@ -195,6 +200,99 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     _print_history(run)
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """List every run in the store with its health; ``--repair`` retrains damaged runs, ``--remove``
+    deletes them. Exit 1 while a damaged run remains."""
+    from harness.models.checkpoints import CheckpointStore
+
+    store = CheckpointStore(args.checkpoint_dir)
+    survey = store.survey()
+    _print_survey(store, survey)
+    damaged = [h for h in survey if h.status == "damaged"]
+    left = []
+    for health in damaged:
+        if args.remove:
+            store.remove_run(health.run_dir)
+            _console(stderr=True).print(f"removed {health.run_dir}", markup=False, soft_wrap=True)
+        elif args.repair:
+            if not _repair(store, health, progress=not args.no_progress):
+                left.append(health)
+        else:
+            left.append(health)
+    if left:
+        hint = "" if args.repair else "; retrain them with `xai-harness doctor --repair` or delete them with `--remove`"
+        _error(f"{len(left)} damaged run(s) in {store.root}{hint}")
+        return 1
+    if not damaged:
+        _console(stderr=True).print(f"{len(survey)} run(s) in {store.root}: none damaged", markup=False, soft_wrap=True)
+    return 0
+
+
+def _print_survey(store, survey) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(f"checkpoint store {store.root}"))
+    for column in ("run", "model", "profile", "status", "problems"):
+        table.add_column(column, overflow="fold")
+    styles = {"trained": "green", "incomplete": "yellow", "damaged": "bold red"}
+    for h in survey:
+        note = "; ".join(h.problems) or ("training interrupted: resumes on next use" if h.status == "incomplete" else "")
+        table.add_row(Text(h.run_dir.name), Text(h.name), Text(h.run.profile if h.run else "?"),
+                      Text(h.status, style=styles.get(h.status, "")), Text(note))
+    _console().print(table)
+
+
+def _repair(store, health, *, progress: bool) -> bool:
+    """Retrain the model of a damaged run; False (with the reason on stderr) where that is impossible."""
+    from harness.models.provision import ensure_trained
+
+    found = _entry_of(store, health)
+    if found is None:
+        _error(f"cannot tell which model {health.run_dir} holds (run.json unreadable and no zoo entry matches); "
+               "delete it with `xai-harness doctor --remove`")
+        return False
+    entry, profile = found
+    _console(stderr=True).print(f"repairing {health.describe()}", markup=False, soft_wrap=True)
+    try:
+        ensure_trained(entry, profile=profile, store=store, progress=progress, repair=True)
+    except Exception as err:  # noqa: BLE001  (one run that cannot be repaired here must not stop the others)
+        _error(f"could not repair {health.run_dir}: {type(err).__name__}: {err}")
+        return False
+    return True
+
+
+def _entry_of(store, health):
+    """``(zoo entry, profile)`` whose run folder is ``health.run_dir``: from run.json when it is readable,
+    else by matching the zoo's entries; None when nothing matches."""
+    from harness.models.recipes import get_recipe
+    from harness.models.zoo import ZooEntry, list_zoo
+
+    candidates = []
+    if health.run is not None:
+        config = health.run.entry
+        try:
+            entry = ZooEntry(**{k: config[k] for k in ("name", "architecture", "dataset", "recipe", "seed")},
+                             dataset_options=dict(config.get("dataset_options", {})), pretrained=config.get("pretrained"))
+            candidates.append((entry, health.run.profile))
+        except (KeyError, TypeError):
+            pass
+    candidates += [(e, p) for e in list_zoo() for p in e.profiles]
+    for entry, profile in candidates:
+        try:
+            if store.run_dir(entry, get_recipe(entry.recipe, profile), profile) == health.run_dir:
+                return entry, profile
+        except Exception:  # noqa: BLE001  (an entry whose recipe or pretrained file is gone matches nothing)
+            continue
+    return None
+
+
+def _error(message: str) -> None:
+    from rich.text import Text
+
+    _console(stderr=True).print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
 
 
 def _print_history(run) -> None:
@@ -227,7 +325,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "(3-channel stems are summed to 1 channel; mismatching heads stay at init; never downloads)")
     train.add_argument("--ddp", action="store_true", help="data-parallel: run as one rank of `torchrun "
                        "--nproc_per_node N -m harness.cli train ... --ddp` (only rank 0 writes checkpoints)")
+    train.add_argument("--repair", action="store_true", help="if the stored run is damaged (weights missing or "
+                       "not matching their sha256, run.json unreadable), delete it and train again")
     train.set_defaults(func=cmd_train)
+
+    doctor = commands.add_parser("doctor", help="check every run in the checkpoint store (final weights present, "
+                                 "sha256 as in the manifest); repair or remove damaged ones on request")
+    doctor.add_argument("--checkpoint-dir", help="checkpoint store root (default: $XAI_HARNESS_CHECKPOINTS "
+                        "or ~/.cache/xai-harness/checkpoints)")
+    action = doctor.add_mutually_exclusive_group()
+    action.add_argument("--repair", action="store_true", help="retrain every damaged run")
+    action.add_argument("--remove", action="store_true", help="delete every damaged run")
+    doctor.add_argument("--no-progress", action="store_true", help="no progress bars while retraining")
+    doctor.set_defaults(func=cmd_doctor)
 
     zoo = commands.add_parser("zoo", help="show the model zoo")
     zoo.add_argument("--profile", choices=("cpu", "gpu"))
@@ -251,19 +361,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from harness.models.recipes import ProfileUnavailableError
-    from harness.models.zoo import ZooError
-    from harness.registry import UnknownNameError
+#: Harness errors that mean the command was asked for something that does not exist (exit 2).
+USAGE_ERRORS = ("ZooError", "UnknownNameError", "ProfileUnavailableError", "SuiteError")
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. The harness's own errors (and unreadable or unwritable files) become one line
+    on stderr and exit 2 (usage) or 1, without a traceback; anything else is a bug and shows one."""
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ZooError, UnknownNameError, ProfileUnavailableError) as err:
-        from rich.text import Text
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except Exception as err:  # noqa: BLE001  (re-raised below unless it is the harness's own error)
+        if not _own_error(err):
+            raise
+        _error(f"{type(err).__name__}: {err}" if isinstance(err, OSError) else str(err))
+        return 2 if any(c.__name__ in USAGE_ERRORS for c in type(err).__mro__) else 1
 
-        _console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(err)), soft_wrap=True)
-        return 2
+
+def _own_error(err: BaseException) -> bool:
+    """An error the harness raises on purpose (defined in a ``harness`` module), or a file problem."""
+    return isinstance(err, OSError) or any(c.__module__.split(".")[0] == "harness" for c in type(err).__mro__)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,12 @@
 
 Thin by design: hooks of a few lines; the work happens in ``harness.session.HarnessSession``.
 Importing this module must stay cheap (no torch): it is loaded by every pytest run.
+
+No silent green: options and paths are checked before any model is loaded (a mistake is a usage
+error, exit 4); a model that cannot be loaded is one error with its cause, then an error per item
+without a traceback; every skip is listed with its reason (``--strict`` makes skips failures); a run
+that did not run every collected item is written ``complete: false`` and never replaces
+``reports/latest``; a failing or erroring record never exits 0.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="checkpoint store (default: $XAI_HARNESS_CHECKPOINTS or the user cache directory)")
     group.addoption("--report-dir", default="reports", metavar="DIR", help="where run reports are written")
     group.addoption("--max-images", type=int, default=None, metavar="N",
-                    help="cap on test images per split (default: the suite's max_images, else all)")
+                    help="cap on test images per split, N >= 1 (default: the suite's max_images, else all)")
     group.addoption("--finding", default=None, metavar="NAME",
                     help="multi-label models: the finding whose scores, maps and masks the checks read")
 
@@ -47,6 +53,69 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[MODELS] = _requested_models(config)
     config.stash[SESSION] = None
     config.stash[RUN_ID] = getattr(config, "workerinput", {}).get("xai_run_id") or _new_run_id()
+    _check_options(config)
+
+
+def _check_options(config: pytest.Config) -> None:
+    """Every option and path checked before any model is loaded; a mistake is a usage error (exit 4)."""
+    max_images = config.getoption("max_images")
+    if max_images is not None and max_images < 1:
+        raise pytest.UsageError(f"--max-images must be at least 1, got {max_images}; leave it out to use every image")
+    if hasattr(config, "workerinput"):  # the controller checked the paths already
+        return
+    checkpoint, store = config.getoption("checkpoint"), config.getoption("checkpoint_dir")
+    if checkpoint:
+        _check_checkpoint(checkpoint)
+    if store and Path(store).expanduser().exists() and not Path(store).expanduser().is_dir():
+        raise pytest.UsageError(f"--checkpoint-dir {store} is not a directory; pass the checkpoint store's folder")
+    if config.stash[MODELS] or checkpoint:
+        _check_writable(Path(config.getoption("report_dir")).expanduser())
+    if config.stash[MODELS] and config.getoption("profile") == "gpu":
+        import torch  # the run needs it anyway
+
+        if not torch.cuda.is_available():
+            raise pytest.UsageError("--profile gpu needs a CUDA device, and torch sees none; use --profile cpu here")
+
+
+def _check_checkpoint(path: str) -> None:
+    """``--checkpoint`` must be a weights file with a readable manifest (sha256 is checked at load)."""
+    from harness.models.checkpoint_files import CheckpointError, read_manifest  # no torch
+
+    try:
+        read_manifest(Path(path).expanduser())
+    except CheckpointError as err:
+        raise pytest.UsageError(f"--checkpoint: {err}; pass a .safetensors file written by xai-harness, with its "
+                                ".json manifest beside it") from None
+
+
+def _check_writable(folder: Path) -> None:
+    """A file can be written in the report directory (or, if it does not exist yet, in the nearest
+    folder above it, where it will be created); nothing is left behind."""
+    import os
+    import tempfile
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a directory")
+        handle, probe = tempfile.mkstemp(prefix=".xai-harness-probe-", dir=existing)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise pytest.UsageError(f"--report-dir {folder} is not writable ({err.strerror or err}); pass a writable "
+                                "directory with --report-dir DIR") from None
+
+
+def strict(config: pytest.Config) -> bool:
+    """pytest's ``--strict`` (or ``strict = true`` in the ini file): xai-harness then counts skips as failures."""
+    try:
+        if config.getini("strict"):
+            return True
+    except ValueError:  # a pytest without the strict ini option
+        pass
+    return bool(config.getoption("strict", default=False))
 
 
 def _requested_models(config: pytest.Config) -> list[str]:
@@ -151,8 +220,43 @@ def load_visibly(config: pytest.Config, model: str, suite=None):
         return session_of(config).context(model, suite)
 
 
+def unavailable_text(err) -> str:
+    """What an item of a model that cannot be loaded says: the cause in full once, then one line."""
+    if not err.first:
+        return (f"model {err.model!r} cannot be loaded ({type(err.cause).__name__}: the cause is in full at the "
+                "model's first error); not retried")
+    import traceback
+
+    text = f"{err}"
+    if not err.explained:  # not one of the harness's own errors: the traceback shows where it came from
+        text += "\n" + "".join(traceback.format_exception(err.cause))
+    return text + "\nEvery other item of this model is reported as an error without loading it again."
+
+
+def data_problem(ctx, check, model: str) -> str:
+    """Why the data of a check's split is too thin to measure anything ("" when it is not): fewer than
+    two images, or no positive or no negative case (e.g. after ``--max-images 1``)."""
+    try:
+        _, params, _ = check.for_model(model, ctx.architecture, str(ctx.manifest.get("profile", "")))
+        split = str(params.get("split", "test"))
+        labels = ctx.labels(split)
+    except Exception:  # noqa: BLE001  (the check's own error says what went wrong)
+        return ""
+    n, positives = int(labels.numel()), int((labels == 1).sum())
+    problems = [f"only {n} image{'' if n == 1 else 's'}"] if n < 2 else []
+    problems += ["no positive case"] if positives == 0 else ["no negative case"] if positives == n else []
+    if not problems:
+        return ""
+    cap = f", capped at {ctx.max_images} by --max-images or the suite's max_images" if ctx.max_images else ""
+    return f"split {split!r} has {' and '.join(problems)}{cap}: too little data for this check"
+
+
 class SuiteCollectError(Exception):
     """A suite cannot be collected for a reason the message states."""
+
+
+class OverlayNotDrawn(UserWarning):
+    """A heatmap overlay could not be drawn; the check's record is kept."""
 
 
 class CheckFailed(Exception):
@@ -181,12 +285,35 @@ class NotApplicable(pytest.Item):
     def __init__(self, *, reason: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.reason = reason
+        self.add_marker("xai")
 
     def runtest(self) -> None:
         pytest.skip(self.reason)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, self.name
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """Under ``--strict`` a skipped xai-harness item (a suite that does not apply, a Python check of the
+    model under test) fails with the skip's reason."""
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail") and _is_xai(item) and strict(item.config):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and --strict counts a skip as a failure: {skip_reason(report)}"
+    return report
+
+
+def _is_xai(item: pytest.Item) -> bool:
+    return isinstance(item, (CheckItem, NotApplicable)) or "xai_model" in getattr(item, "fixturenames", ())
+
+
+def skip_reason(report: pytest.TestReport) -> str:
+    """The reason of a skipped report, without pytest's ``Skipped: `` prefix."""
+    longrepr = report.longrepr
+    text = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return text.removeprefix("Skipped: ")
 
 
 class CheckItem(pytest.Item):
@@ -202,14 +329,26 @@ class CheckItem(pytest.Item):
             self.add_marker(mark)
         self.add_marker(pytest.mark.xdist_group(model))
 
+    def setup(self) -> None:
+        """Load (on first use train) the model; one that cannot be loaded makes this item an error with
+        the cause (in full at the model's first item), recorded in the report, never retried."""
+        from harness.session import ModelUnavailable
+
+        try:
+            load_visibly(self.config, self.model, self.suite)
+            return
+        except ModelUnavailable as err:
+            unavailable = err
+        record = session_of(self.config).unavailable_result(self.suite, self.check, self.model, self.explainer)
+        self.user_properties.append((RESULT_PROPERTY, json.dumps(record.to_dict())))
+        pytest.fail(unavailable_text(unavailable), pytrace=False)  # outside ``except``: no chained traceback
+
     def runtest(self) -> None:
         session = session_of(self.config)
-        load_visibly(self.config, self.model, self.suite)
         record = session.run_item(self.suite, self.check, self.model, self.explainer)
+        record = self._judged(session, record)
         self.user_properties.append((RESULT_PROPERTY, json.dumps(record.to_dict())))
-        recorder = self.config.pluginmanager.get_plugin(RECORDER)
-        while session.new_overlays:
-            recorder.overlay(session.new_overlays.pop(0), self.user_properties)
+        self._hand_over_overlays(session)
         verdict = record.verdict.value
         if verdict == "uninformative":  # not the model's fault, but its passes of this condition mean little
             import warnings
@@ -220,12 +359,43 @@ class CheckItem(pytest.Item):
         if verdict in ("fail", "error"):
             raise CheckFailed(record)
 
+    def _judged(self, session, record):
+        """The record with the data problem behind an error named, and a skip made an error under --strict."""
+        import dataclasses
+
+        verdict = record.verdict.value
+        if verdict == "error":
+            problem = data_problem(session.context(self.model, self.suite), self.check, self.model)
+            if problem:
+                record = dataclasses.replace(record, message=f"{problem} ({record.message})",
+                                             details={**record.details, "data_problem": problem})
+        if verdict == "skip" and strict(self.config):
+            from harness.checks.result import Verdict
+
+            record = dataclasses.replace(record, verdict=Verdict.ERROR,
+                                         message=f"skipped, and --strict counts a skip as a failure: {record.message}")
+        return record
+
+    def _hand_over_overlays(self, session) -> None:
+        """Give the queued overlays to the report; one that cannot be drawn is a warning, never a lost record."""
+        import warnings
+
+        recorder = self.config.pluginmanager.get_plugin(RECORDER)
+        while session.new_overlays:
+            overlay = session.new_overlays.pop(0)
+            try:
+                recorder.overlay(overlay, self.user_properties)
+            except Exception as err:  # noqa: BLE001
+                warnings.warn(OverlayNotDrawn(f"overlay {overlay.title or overlay.explainer!r} of {overlay.model} "
+                                              f"not drawn: {type(err).__name__}: {err}"), stacklevel=1)
+
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:
         if isinstance(excinfo.value, CheckFailed):
             r = excinfo.value.args[0]
             text = (f"{r.verdict.value.upper()}: {r.check} [{r.model} / {r.architecture} / {r.explainer}]\n"
                     f"  {r.message}")
-            return text + ("\n" + r.details["traceback"] if "traceback" in r.details else "")
+            shown = "traceback" in r.details and "data_problem" not in r.details
+            return text + ("\n" + r.details["traceback"] if shown else "")
         return super().repr_failure(excinfo, style)
 
     def reportinfo(self) -> tuple[Path, int, str]:
@@ -234,17 +404,28 @@ class CheckItem(pytest.Item):
 
 class ResultRecorder:
     """Gathers result records from test reports (under xdist they arrive from the workers) into
-    the run's report as they come, finishes it at session end and prints the verdict table."""
+    the run's report as they come, lists every skip with its reason, finishes the report at session
+    end (``complete: false`` unless every collected item ran) and prints the verdict table."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.records: list[dict] = []
+        self.skipped: list[dict] = []
         self._writer = None
+        self._seen: dict[str, int] = {}  # node id -> user properties already taken from its reports
+        self.finished: set[str] = set()  # node ids whose teardown was reported: items that ran
         self.report_path: Path | None = None
+        self.incomplete: str = ""  # why the run is incomplete ("" when it is complete)
+        self.ran_text: str = ""
 
     @property
     def is_worker(self) -> bool:
         return hasattr(self.config, "workerinput")
+
+    @property
+    def active(self) -> bool:
+        """An xai-harness run: models or a checkpoint were asked for (plain pytest runs write no report)."""
+        return bool(self.config.stash[MODELS] or self.config.getoption("checkpoint"))
 
     def writer(self):
         """The report run of this pytest run, started on first use (controller process only)."""
@@ -254,7 +435,7 @@ class ResultRecorder:
             self._writer = start_run(
                 Path(self.config.getoption("report_dir")), run_id=self.config.stash[RUN_ID],
                 meta={"argv": list(self.config.invocation_params.args),
-                      "models": list(self.config.stash[MODELS])},
+                      "models": list(self.config.stash[MODELS]), "strict": strict(self.config)},
             )
         return self._writer
 
@@ -273,23 +454,67 @@ class ResultRecorder:
         user_properties.append((OVERLAY_PROPERTY, json.dumps(entry)))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self.is_worker or report.when != "call":
+        if self.is_worker:
             return
-        for key, value in getattr(report, "user_properties", []):
+        self._take_properties(report)
+        if report.skipped and (self.active or self._writer is not None):
+            entry = {"item": report.nodeid, "reason": skip_reason(report)}
+            self.skipped.append(entry)
+            self.writer().add_skip(entry["item"], entry["reason"])
+        if report.when == "teardown":
+            self.finished.add(report.nodeid)
+            self._seen.pop(report.nodeid, None)
+
+    def _take_properties(self, report: pytest.TestReport) -> None:
+        """Records and overlays added since this item's previous report (setup, call or teardown)."""
+        properties = list(getattr(report, "user_properties", []))
+        for key, value in properties[self._seen.get(report.nodeid, 0):]:
             if key == RESULT_PROPERTY:
                 self.records.append(json.loads(value))
                 self.writer().add(self.records[-1])
             elif key == OVERLAY_PROPERTY:
                 entry = json.loads(value)
                 self.writer().link_overlay(entry.pop("path"), **entry)
+        self._seen[report.nodeid] = len(properties)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self._writer is not None:
-            self.report_path = self._writer.finish()
+        if self.is_worker:
+            return
+        if exitstatus == pytest.ExitCode.OK and any(r.get("verdict") in ("fail", "error") for r in self.records):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # never green with a failing or erroring record
+        collected, ran = session.testscollected, len(self.finished)
+        self.incomplete = _incomplete_reason(session, int(session.exitstatus), collected, ran)
+        self.ran_text = f"{ran} of {collected} collected items ran"
+        if self._writer is None and not (self.active and ran):
+            return  # nothing ran: nothing measured, nothing to report
+        outcome = {"exit_status": int(session.exitstatus), "items_collected": collected, "items_run": ran,
+                   "reason": self.incomplete or None}
+        try:
+            self.report_path = self.writer().finish(complete=not self.incomplete, session=outcome)
+        except Exception:  # noqa: BLE001  (say so, and never exit 0 without the report)
+            import logging
+
+            logging.getLogger(__name__).exception("xai-harness could not finish the report")
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if hasattr(self.config, "workerinput") or not self.records:
+        if self.is_worker:
             return
+        if self.skipped:
+            terminalreporter.write_sep("=", f"xai-harness: {len(self.skipped)} skipped (not checked; --strict makes "
+                                       "skips failures)")
+            for entry in self.skipped:
+                terminalreporter.write_line(f"SKIPPED {entry['item']}: {entry['reason']}")
+        if self.records:
+            self._write_table(terminalreporter)
+        if self.report_path and self.incomplete:
+            terminalreporter.write_line(f"xai-harness report (INCOMPLETE: {self.incomplete}, {self.ran_text}; "
+                                        f"reports/latest not updated): {self.report_path}", red=True, bold=True)
+        elif self.report_path:
+            terminalreporter.write_line(f"xai-harness report: {self.report_path}")
+
+    def _write_table(self, terminalreporter: Any) -> None:
         import io
 
         from rich.console import Console
@@ -302,8 +527,17 @@ class ResultRecorder:
         render_terminal_table(self.records, console)
         terminalreporter.write_sep("=", "xai-harness: verdicts per model and check")
         terminalreporter.write(buffer.getvalue())
-        if self.report_path:
-            terminalreporter.write_line(f"xai-harness report: {self.report_path}")
+
+
+def _incomplete_reason(session: pytest.Session, exitstatus: int, collected: int, ran: int) -> str:
+    """Why the session did not run every collected item ("" when it did)."""
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        return session.shouldstop if isinstance(session.shouldstop, str) else "interrupted (Ctrl-C)"
+    if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+        return "an internal error stopped the session"
+    if ran < collected:
+        return next((s for s in (session.shouldfail, session.shouldstop) if isinstance(s, str)), "stopped early")
+    return ""
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -322,7 +556,13 @@ def xai_model(request: pytest.FixtureRequest):
     ``.maps(explainer, split)``, ``.unit_maps(...)``; loaded once per run and shared with the suites."""
     if not hasattr(request, "param"):
         pytest.skip("pass --model NAME (or --checkpoint PATH) to run checks that use xai_model")
-    return load_visibly(request.config, request.param)
+    from harness.session import ModelUnavailable
+
+    try:
+        return load_visibly(request.config, request.param)
+    except ModelUnavailable as err:
+        unavailable = err
+    pytest.fail(unavailable_text(unavailable), pytrace=False)  # outside ``except``: no chained traceback
 
 
 @pytest.fixture

@@ -20,6 +20,33 @@ from harness.suites import Suite, SuiteCheck
 
 log = logging.getLogger(__name__)
 N_OVERLAY_CASES = 6
+#: Errors whose message says all there is to say (no traceback needed to understand them).
+EXPLAINED_ERRORS = ("CheckpointError", "ZooError", "UnknownNameError", "ProfileUnavailableError",
+                    "TrainingDivergedError", "PretrainedError", "FileNotFoundError", "PermissionError")
+
+
+class ModelUnavailable(Exception):
+    """A model that cannot be loaded or trained: one error with its cause, then every item of the
+    model is an error naming that cause, without retrying the load."""
+
+    def __init__(self, model: str, cause: BaseException, first: bool = True) -> None:
+        super().__init__(f"model {model!r} cannot be loaded: {type(cause).__name__}: {cause}")
+        self.model, self.cause, self.first = model, cause, first
+
+    @property
+    def explained(self) -> bool:
+        """Whether the cause's message is enough (a harness error), or its traceback is needed (a bug)."""
+        return any(c.__name__ in EXPLAINED_ERRORS for c in type(self.cause).__mro__)
+
+
+def _architecture_of(model: str) -> str:
+    """The zoo architecture of ``model`` where the zoo knows it, else "-" (e.g. an unreadable checkpoint)."""
+    from harness.models.zoo import ZooError, list_zoo
+
+    try:
+        return next((e.architecture for e in list_zoo() if e.name == model), "-")
+    except ZooError:
+        return "-"
 
 
 class HarnessSession:
@@ -41,6 +68,7 @@ class HarnessSession:
         self._contexts: dict[str, ModelContext] = {}
         self._overlays: set[tuple[str, str]] = set()
         self.new_overlays: list = []  # Overlay values not yet handed to the report writer
+        self.unavailable: dict[str, BaseException] = {}  # model -> why it could not be loaded
 
     @property
     def checkpoint_name(self) -> str:
@@ -48,11 +76,36 @@ class HarnessSession:
         return f"checkpoint:{self.checkpoint.stem}" if self.checkpoint else ""
 
     def context(self, model: str, suite: Suite | None = None) -> ModelContext:
-        """The ModelContext of ``model`` (a zoo name or the checkpoint name), loaded once."""
+        """The ModelContext of ``model`` (a zoo name or the checkpoint name), loaded once.
+
+        Raises:
+            ModelUnavailable: the model cannot be loaded (or trained). The first call says why
+                (``first=True``); later calls raise at once with the same cause, never retrying.
+        """
+        if model in self.unavailable:
+            raise ModelUnavailable(model, self.unavailable[model], first=False)
         if model not in self._contexts:
-            max_images = self.max_images or (suite.max_images if suite else None)
-            self._contexts[model] = self._load(model, max_images)
+            max_images = self.max_images if self.max_images is not None else (suite.max_images if suite else None)
+            try:
+                self._contexts[model] = self._load(model, max_images)
+            except Exception as err:  # noqa: BLE001  (one error per model, reported once with its cause)
+                self.unavailable[model] = err
+                raise ModelUnavailable(model, err, first=True) from err
         return self._contexts[model]
+
+    def unavailable_result(self, suite: Suite, check: SuiteCheck, model: str, explainer: str | None) -> CheckResult:
+        """The record of an item whose model could not be loaded: verdict ``error``, the cause, no traceback."""
+        from harness.explain import EXPLAINERS
+
+        condition = check.condition
+        control = bool(explainer) and bool(EXPLAINERS.meta(explainer).get("is_control"))
+        role = "control" if control else ("reported" if condition.severity == "warn" else "gate")
+        return CheckResult(suite=suite.name, model=model, architecture=_architecture_of(model), explainer=explainer or "-",
+                           check=check.id, category=get_check(check.check).category, metric=check.check,
+                           value=float("nan"), ci_low=float("nan"), ci_high=float("nan"),
+                           threshold=condition.threshold, direction=condition.direction, gate_on=condition.gate_on,
+                           verdict=Verdict.ERROR, n=0, seed=0, message=str(ModelUnavailable(model, self.unavailable[model])),
+                           details={"model_unavailable": True}, role=role)
 
     def add_context(self, ctx: ModelContext) -> None:
         """Use ``ctx`` for model ``ctx.name`` (e.g. a model built in a notebook or a benchmark)."""
@@ -84,10 +137,13 @@ class HarnessSession:
             return error_result(suite=suite.name, model=model, architecture=ctx.architecture, explainer=explainer,
                                 check_id=check.id, category=get_check(check.check).category,
                                 condition=condition, error=err)
-        if explainer and result.category == "localisation":
-            self.draw_overlay(ctx, explainer)
-        if explainer and "clusters" in result.details:
-            self.draw_cluster_prototypes(ctx, explainer, result.details["clusters"], result.details["split"])
+        try:  # an overlay that cannot be drawn (degenerate data) must never lose the measured result
+            if explainer and result.category == "localisation":
+                self.draw_overlay(ctx, explainer)
+            if explainer and "clusters" in result.details:
+                self.draw_cluster_prototypes(ctx, explainer, result.details["clusters"], result.details["split"])
+        except Exception:  # noqa: BLE001
+            log.warning("could not draw the overlays of %s with %s", model, explainer, exc_info=True)
         return result
 
     def draw_overlay(self, ctx: ModelContext, explainer: str, split: str = "test") -> None:
@@ -97,6 +153,9 @@ class HarnessSession:
             return
         self._overlays.add(key)
         idx = torch.nonzero(ctx.labels(split) == 1).flatten()[:N_OVERLAY_CASES]
+        if idx.numel() == 0:  # no positive case (e.g. --max-images 1): nothing to draw
+            log.warning("no overlay of %s with %s: split %r has no positive case", ctx.name, explainer, split)
+            return
         self.new_overlays.append(self._overlay(ctx, explainer, split, idx, explainer,
                                                f"{ctx.name} ({ctx.architecture}), {explainer}, {split} positives"))
         self.new_overlays.append(self._class_average(ctx, explainer, split))

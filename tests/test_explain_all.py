@@ -127,7 +127,9 @@ def test_out_of_range_target_raises(model, images, name):
         create_explainer(name)(model.eval(), images, torch.tensor([0, NUM_LOGITS, 1]))
 
 
-@pytest.mark.parametrize("name", EXPLAINERS.names())
+# the random control draws fresh noise per call (independent of the images, see controls.py): a map of
+# a batch is not the map of the same image alone, by design
+@pytest.mark.parametrize("name", [n for n in EXPLAINERS.names() if n != "random"])
 def test_multilabel_targets_explain_each_samples_own_class(model, images, name):
     """4 logits, targets [0,3,2]: the batch's map i equals explaining sample i alone for target i."""
     model = model.eval()

@@ -251,3 +251,67 @@ def test_keep_last_prunes_old_epochs(tmp_path):
     assert not (run.run_dir / "epoch-001.safetensors").exists()
     with pytest.raises(ValueError, match="keep_last"):
         CheckpointStore(tmp_path, keep_last=1)
+
+
+# --- the store vouches only for what it verified
+
+
+def damaged_copy(trained: TrainedRun, tmp_path):
+    """A copy of the shared run in its own store, to damage."""
+    import shutil
+
+    store = CheckpointStore(tmp_path / "store")
+    shutil.copytree(trained.run_dir, store.root / trained.run_dir.name)
+    return store, store.root / trained.run_dir.name
+
+
+def test_a_run_is_trained_only_with_intact_final_weights(trained, tmp_path):
+    store, run_dir = damaged_copy(trained, tmp_path)
+    assert store.health(run_dir).status == "trained" and store.completed_run(run_dir).epochs == [1, 2]
+    weights = run_dir / "epoch-002.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    health = store.health(run_dir)
+    assert health.status == "damaged" and store.completed_run(run_dir) is None
+    assert "epoch-002.safetensors: sha256 mismatch: manifest says" in health.problems[0]
+    weights.unlink()
+    assert store.health(run_dir).problems == ("final weights epoch-002.safetensors are missing",)
+    assert "is damaged: final weights epoch-002.safetensors are missing" in store.health(run_dir).describe()
+
+
+def test_missing_kept_epoch_and_unreadable_run_record_are_damage(trained, tmp_path):
+    store, run_dir = damaged_copy(trained, tmp_path)
+    (run_dir / "epoch-001.json").unlink()
+    assert store.health(run_dir).problems == ("kept epoch 1 (epoch-001.safetensors or its manifest) is missing",)
+    record = (run_dir / "run.json").read_text()
+    (run_dir / "run.json").write_text(record[: len(record) // 2])  # truncated by a crash or a full disk
+    health = store.health(run_dir)
+    assert health.status == "damaged" and "cannot read run record" in health.problems[0]
+    (run_dir / "run.json").write_text(json.dumps({"name": "toy"}))
+    assert "run record lacks or garbles" in store.health(run_dir).problems[0]
+    (run_dir / "run.json").unlink()
+    assert store.health(run_dir).problems == ("run.json is missing",)
+    assert [h.status for h in store.survey()] == ["damaged"] and store.runs() == []
+    assert store.health(tmp_path / "nothing-here").status == "absent"
+
+
+def test_damaged_run_is_an_error_naming_the_fix_and_repair_retrains(tmp_path, monkeypatch):
+    from harness.models.checkpoints import DamagedRunError
+
+    calls = count_trainings(monkeypatch)
+    store = CheckpointStore(tmp_path)
+    entry = toy_entry("fragile", size=16, n=32)
+    run = ensure_trained(entry, profile="cpu", store=store, progress=False)
+    run.checkpoint().unlink()
+    with pytest.raises(DamagedRunError) as info:
+        ensure_trained(entry, profile="cpu", store=store, progress=False)
+    message = str(info.value)
+    assert "fragile (cpu profile)" in message and "final weights epoch-002.safetensors are missing" in message
+    assert "xai-harness train --model fragile --profile cpu --repair" in message and "doctor --repair" in message
+    assert calls == ["fragile"]  # not silently retrained
+    repaired = ensure_trained(entry, profile="cpu", store=store, progress=False, repair=True)
+    assert calls == ["fragile", "fragile"] and repaired.checkpoint().is_file()
+    assert store.health(repaired.run_dir).status == "trained"
+    store.remove_run(repaired.run_dir)
+    assert store.health(repaired.run_dir).status == "absent"

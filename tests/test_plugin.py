@@ -80,6 +80,8 @@ def test_items_verdicts_exit_code_and_report(toy):
     keys = {"suite", "model", "architecture", "explainer", "check", "category", "metric", "value", "ci_low",
             "ci_high", "threshold", "direction", "verdict", "n", "seed"}
     assert keys <= set(records[("performance_auroc", "-")])
+    assert document["complete"] is True and document["session"] == {
+        "exit_status": 1, "items_collected": 4, "items_run": 4, "reason": None}
     assert document["overlays"], "localisation checks draw heatmap overlays"
     summary = (toy.path / "reports" / "latest" / "summary.md").read_text()
     assert "impossible_auroc" in summary and "toy" in summary
@@ -142,6 +144,7 @@ def test_xdist_workers_report_to_one_run(toy):
     result.assert_outcomes(passed=3, failed=1)
     document = json.loads((toy.path / "reports" / "latest" / "results.json").read_text())
     assert len(document["records"]) == 4
+    assert document["complete"] is True and document["session"]["items_run"] == 4  # counted from the workers
     # per localisation explainer: the positives' overlays and the class-averaged maps, drawn by workers
     assert sorted(o["explainer"] for o in document["overlays"]) == [
         "gradcam", "gradcam-class-average", "random", "random-class-average"]

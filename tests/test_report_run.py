@@ -186,8 +186,41 @@ def test_context_manager_marks_aborted_runs_incomplete(tmp_path: Path) -> None:
         with start_run(tmp_path, run_id="aborted", meta={}) as run:
             run.add(RESULTS[0])
             raise KeyError("boom")
-    assert load_run(tmp_path / "latest")["complete"] is False
+    assert load_run(tmp_path / "aborted")["complete"] is False
     assert "**INCOMPLETE**" in (tmp_path / "aborted" / "summary.md").read_text()
+    assert not (tmp_path / "latest").exists()  # an aborted run never becomes latest
+
+
+def test_incomplete_run_keeps_the_previous_latest_and_says_why(tmp_path: Path) -> None:
+    write_run(tmp_path, "complete-1", overlay=False)
+    run = start_run(tmp_path, run_id="stopped", meta={})
+    run.add(RESULTS[0])
+    run.finish(complete=False, session={"exit_status": 2, "items_collected": 72, "items_run": 5,
+                                        "reason": "interrupted (Ctrl-C)"})
+    assert load_run(tmp_path / "latest")["run_id"] == "complete-1"
+    document = load_run(tmp_path / "stopped")
+    assert document["complete"] is False and document["session"]["items_run"] == 5
+    summary = (tmp_path / "stopped" / "summary.md").read_text()
+    assert "**INCOMPLETE**: interrupted (Ctrl-C); 5 of 72 collected items ran" in summary
+    assert "`reports/latest` was not updated" in summary
+    assert "Result: **FAIL**" in summary and "pytest exit status 2" in summary  # no pass claimed
+
+
+def test_skipped_items_are_listed_with_their_reasons(tmp_path: Path) -> None:
+    run = start_run(tmp_path, run_id="skips", meta={})
+    run.add(RESULTS[0])
+    run.add_skip("suites/p.yaml::p[cxr14_model]", "suite 'p' applies to datasets synth-cxr; cxr14_model is trained "
+                 "on synth-cxr14")
+    assert load_run(run.run_dir)["skipped"][0]["item"] == "suites/p.yaml::p[cxr14_model]"  # on disk at once
+    summary = (run.finish() / "summary.md").read_text()
+    assert "## Skipped items (1)" in summary
+    assert "- `suites/p.yaml::p[cxr14_model]`: suite 'p' applies to datasets synth-cxr; cxr14_model" in summary
+
+
+def test_summary_of_an_older_document_lists_skip_records() -> None:
+    document = {"run_id": "x", "created": "now", "meta": {}, "records": [SKIPPED.to_dict()]}
+    text = render_summary(document)
+    assert "## Skipped items (1)" in text and "- `randomisation_ssim [vit_small / gradcam]`: no checkpoint" in text
 
 
 def test_run_ids_are_unique_and_validated(tmp_path: Path) -> None:

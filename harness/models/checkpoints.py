@@ -100,25 +100,29 @@ class TrainedRun:
 
     @classmethod
     def from_dir(cls, run_dir: str | Path) -> TrainedRun:
+        """Read ``run_dir/run.json``; a missing, truncated or incomplete record is a CheckpointError."""
         run_dir = Path(run_dir)
         try:
             data = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
             raise CheckpointError(f"{run_dir / 'run.json'}: cannot read run record: {err}") from err
-        return cls(
-            run_dir=run_dir,
-            name=data["name"],
-            profile=data["profile"],
-            entry=data["entry"],
-            recipe=data["recipe"],
-            history=data["history"],
-            epochs=sorted(data["epochs"]),
-            completed=bool(data["completed"]),
-            wall_seconds=float(data.get("wall_seconds", 0.0)),
-            best_epoch=data.get("best_epoch"),
-            final=data.get("final"),
-            candidates=list(data.get("candidates", [])),
-        )
+        try:
+            return cls(
+                run_dir=run_dir,
+                name=data["name"],
+                profile=data["profile"],
+                entry=data["entry"],
+                recipe=data["recipe"],
+                history=data["history"],
+                epochs=sorted(data["epochs"]),
+                completed=bool(data["completed"]),
+                wall_seconds=float(data.get("wall_seconds", 0.0)),
+                best_epoch=data.get("best_epoch"),
+                final=data.get("final"),
+                candidates=list(data.get("candidates", [])),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise CheckpointError(f"{run_dir / 'run.json'}: run record lacks or garbles {err}") from err
 
     @property
     def last_epoch(self) -> int:
@@ -358,11 +362,48 @@ class CheckpointStore:
         return FileLock(str(run_dir) + ".lock")
 
     def completed_run(self, run_dir: Path) -> TrainedRun | None:
-        """The run in ``run_dir`` if it finished, else None."""
+        """The run in ``run_dir`` if it finished and its final weights are intact (present, sha256 as
+        in their manifest), else None; :meth:`health` says what is wrong with a damaged one."""
+        health = self.health(run_dir)
+        return health.run if health.status == TRAINED else None
+
+    def health(self, run_dir: Path) -> RunHealth:
+        """What the store can vouch for in ``run_dir``: trained, incomplete, damaged or absent.
+
+        A run is *trained* only if run.json says it finished and its final weights exist and match the
+        sha256 of their manifest, and the other epochs it lists are on disk. *Incomplete*: training was
+        interrupted (it resumes on next use). *Damaged*: anything else; :attr:`RunHealth.problems` says what.
+        """
+        run_dir = Path(run_dir)
         if not (run_dir / "run.json").is_file():
-            return None
-        run = TrainedRun.from_dir(run_dir)
-        return run if run.completed and run.epochs else None
+            leftovers = run_dir.is_dir() and any(run_dir.glob("*.safetensors"))
+            return RunHealth(run_dir, DAMAGED, ("run.json is missing",)) if leftovers else RunHealth(run_dir, ABSENT)
+        try:
+            run = TrainedRun.from_dir(run_dir)
+        except CheckpointError as err:
+            return RunHealth(run_dir, DAMAGED, (str(err),))
+        if not run.completed:
+            return RunHealth(run_dir, INCOMPLETE, (), run)
+        problems = verify_run(run)
+        return RunHealth(run_dir, DAMAGED if problems else TRAINED, tuple(problems), run)
+
+    def survey(self) -> list[RunHealth]:
+        """The health of every run folder in the store, by folder name (``xai-harness doctor``)."""
+        if not self.root.is_dir():
+            return []
+        return [self.health(p) for p in sorted(self.root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+    def remove_run(self, run_dir: Path, *, locked: bool = False) -> None:
+        """Delete a run folder, under its lock so no process is training it meanwhile (``locked``: the
+        caller holds the lock already)."""
+        import shutil
+
+        if locked:
+            if Path(run_dir).exists():
+                shutil.rmtree(run_dir)
+            return
+        with self.lock(run_dir):
+            self.remove_run(run_dir, locked=True)
 
     def start_run(self, entry: ZooEntry, recipe: Recipe, profile: str, dataset_options: dict[str, Any],
                   train_config: dict[str, Any] | None = None, *, resume: bool = False) -> RunWriter:
@@ -390,10 +431,66 @@ class CheckpointStore:
         return writer
 
     def runs(self) -> list[TrainedRun]:
-        """Every run with a readable run.json, by directory name."""
-        if not self.root.is_dir():
-            return []
-        return [TrainedRun.from_dir(p) for p in sorted(self.root.iterdir()) if (p / "run.json").is_file()]
+        """Every run with a readable run.json, by directory name (damaged records: see :meth:`survey`)."""
+        return [h.run for h in self.survey() if h.run is not None]
+
+
+TRAINED, INCOMPLETE, DAMAGED, ABSENT = "trained", "incomplete", "damaged", "absent"
+
+
+class DamagedRunError(CheckpointError):
+    """A run the store lists as finished whose files are missing or do not match their sha256."""
+
+
+@dataclass(frozen=True)
+class RunHealth:
+    """One run folder as the store sees it.
+
+    ``status``: ``trained`` (finished, final weights intact), ``incomplete`` (training interrupted; it
+    resumes on next use), ``damaged`` (``problems`` says what) or ``absent`` (no such run).
+    """
+
+    run_dir: Path
+    status: str
+    problems: tuple[str, ...] = ()
+    run: TrainedRun | None = None
+
+    @property
+    def name(self) -> str:
+        """The model name (from run.json), else the folder name."""
+        return self.run.name if self.run else self.run_dir.name
+
+    def describe(self) -> str:
+        """``<run_dir> is damaged: <problem>; <problem>`` (or its status)."""
+        if self.status != DAMAGED:
+            return f"{self.run_dir} is {self.status}"
+        return f"{self.run_dir} is damaged: {'; '.join(self.problems)}"
+
+
+def verify_run(run: TrainedRun) -> list[str]:
+    """What is wrong with a finished run's files: the final weights must exist, have a readable
+    manifest and match its sha256; the other epochs run.json lists must be on disk."""
+    if not run.epochs:
+        return ["run.json lists no checkpoint"]
+    try:
+        weights = run.checkpoint()
+    except CheckpointError as err:
+        return [str(err)]
+    if not weights.is_file():
+        return [f"final weights {weights.name} are missing"]
+    try:
+        manifest = read_manifest(weights)
+    except CheckpointError as err:
+        return [str(err)]
+    problems = []
+    actual = file_sha256(weights)
+    if actual != manifest["sha256"]:
+        problems.append(f"{weights.name}: sha256 mismatch: manifest says {manifest['sha256']}, file has {actual}")
+    for epoch in run.epochs:
+        kept = run.run_dir / f"epoch-{epoch:03d}.safetensors"
+        if kept != weights and not (kept.is_file() and kept.with_suffix(".json").is_file()):
+            problems.append(f"kept epoch {epoch} ({kept.name} or its manifest) is missing")
+    return problems
 
 
 def _read_record(run_dir: Path) -> dict[str, Any] | None:
@@ -406,6 +503,9 @@ def _read_record(run_dir: Path) -> dict[str, Any] | None:
 __all__ = [
     "CheckpointError",
     "CheckpointStore",
+    "DamagedRunError",
+    "RunHealth",
+    "verify_run",
     "TrainedRun",
     "RunWriter",
     "load_checkpoint",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.models.checkpoints import CheckpointStore, TrainedRun
+from harness.models.checkpoints import DAMAGED, TRAINED, CheckpointStore, DamagedRunError, RunHealth, TrainedRun
 from harness.models.checkpoint_files import load_checkpoint, read_manifest
 from harness.models.recipes import get_recipe
 from harness.models.zoo import ZooEntry, get_zoo_entry
@@ -153,12 +153,17 @@ def ensure_trained(
     store: CheckpointStore | None = None,
     progress: bool = True,
     resume: bool = True,
+    repair: bool = False,
 ) -> TrainedRun:
     """The completed run of zoo model ``model`` (a name or an entry), training it first if needed.
 
     Training happens under ``<run_dir>.lock``: a second process asking for the same model waits for
     the first and then reuses its checkpoints. An interrupted run continues from its last epoch
     (``resume``). ``profile`` defaults to ``default_profile()``.
+
+    A run is reused only if its final weights exist and match their sha256. A damaged run (finished,
+    but weights missing or altered, or run.json unreadable) raises :class:`DamagedRunError` naming
+    the problem and the fix, unless ``repair``: then it is deleted and trained again.
     """
     from harness.models.trainer import default_profile, device_for, train_locked
 
@@ -168,16 +173,32 @@ def ensure_trained(
     store = store or CheckpointStore()
     recipe = get_recipe(entry.recipe, profile)
     run_dir = store.run_dir(entry, recipe, profile)
-    run = store.completed_run(run_dir)
-    if run is not None:
-        return run
+    health = store.health(run_dir)
+    if health.status == TRAINED:
+        return health.run
+    if health.status == DAMAGED and not repair:
+        raise _damaged(entry.name, profile, health)
     with _acquire_announced(store.lock(run_dir), f"{entry.name} ({profile} profile)"):
-        run = store.completed_run(run_dir)  # another process may have finished while we waited
-        if run is not None:
+        health = store.health(run_dir)  # another process may have finished (or repaired) while we waited
+        if health.status == TRAINED:
             log.info("reusing %s trained by another process", run_dir)
-            return run
+            return health.run
+        reason = "first use"
+        if health.status == DAMAGED:
+            if not repair:
+                raise _damaged(entry.name, profile, health)
+            log.warning("repairing %s", health.describe())
+            store.remove_run(run_dir, locked=True)
+            reason = "repair of a damaged run"
         return train_locked(entry, recipe=recipe, profile=profile, store=store, progress=progress,
-                            reason="first use", resume=resume)
+                            reason=reason, resume=resume)
+
+
+def _damaged(name: str, profile: str, health: RunHealth) -> DamagedRunError:
+    return DamagedRunError(
+        f"{name} ({profile} profile): the checkpoint store says it is trained, but {health.describe()}. "
+        f"Retrain it with `xai-harness train --model {name} --profile {profile} --repair` (zoo models), or list "
+        "and repair every damaged run with `xai-harness doctor --repair` (or delete them with `--remove`)")
 
 
 @contextlib.contextmanager

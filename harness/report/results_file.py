@@ -86,7 +86,9 @@ def load_run(path: Path | str) -> dict[str, Any]:
 
     Returns:
         The document: ``run_id``, ``created``, ``complete``, ``meta``, ``records``, ``overlays``,
-        ``figures`` (the last three default to empty lists for files written by other tools).
+        ``figures``, ``skipped`` (the last four default to empty lists for files written by other
+        tools) and, for runs written by the pytest plugin, ``session`` (exit status, items collected
+        and run, why the run is incomplete).
     """
     path = Path(path)
     if path.is_dir():
@@ -94,7 +96,7 @@ def load_run(path: Path | str) -> dict[str, Any]:
     document = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(document, dict) or not isinstance(document.get("records"), list):
         raise ValueError(f"{path} is not a results file: no 'records' list")
-    for key in ("records", "overlays", "figures"):
+    for key in ("records", "overlays", "figures", "skipped"):
         document.setdefault(key, [])
     document.setdefault("meta", {})
     return document

@@ -84,6 +84,7 @@ class RunWriter:
             "records": [],
             "overlays": [],
             "figures": [],
+            "skipped": [],
         }
         self._write_results()
 
@@ -106,6 +107,20 @@ class RunWriter:
         with self._lock:
             self._check_open()
             self._document["records"].append(as_record(result))
+            self._write_results()
+
+    def add_skip(self, item: str, reason: str, *, model: str | None = None) -> None:
+        """Record a skipped item (a check, a suite that does not apply to a model, a Python check) and
+        why, so the summary lists every skip instead of hiding it in a count.
+
+        Args:
+            item: The pytest node id (or any name of the item).
+            reason: Why it was skipped.
+            model: The model it was skipped for, where known.
+        """
+        with self._lock:
+            self._check_open()
+            self._document["skipped"].append({"item": item, "reason": reason, "model": model})
             self._write_results()
 
     def add_overlay(self, overlay: Overlay, *, name: str | None = None, **style: Any) -> Path:
@@ -152,22 +167,30 @@ class RunWriter:
             FIGURE_DIRNAME, name, entry, lambda path: figure.savefig(path, format="png", dpi=dpi)
         )
 
-    def finish(self, *, complete: bool = True, update_latest: bool = True) -> Path:
+    def finish(self, *, complete: bool = True, update_latest: bool | None = None,
+               session: Mapping[str, Any] | None = None) -> Path:
         """Write the final results.json and summary.md, and mirror the run to ``latest/``.
 
         Calling it again does nothing; adding after it raises.
 
         Args:
-            complete: Mark the run as finished; ``False`` keeps the INCOMPLETE banner (aborted run).
-            update_latest: Replace ``<report_dir>/latest/`` by a copy of this run.
+            complete: The run ran every item it collected; ``False`` writes ``"complete": false`` and the
+                INCOMPLETE banner (interrupted, stopped by ``-x``, internal error).
+            update_latest: Replace ``<report_dir>/latest/`` by a copy of this run; default: only when
+                ``complete`` (an incomplete run never replaces the last complete one).
+            session: How the session ended, written under ``"session"``: ``exit_status``,
+                ``items_collected``, ``items_run``, ``reason`` (why it is incomplete).
 
         Returns:
             The run directory.
         """
+        update_latest = complete if update_latest is None else update_latest
         with self._lock:
             if self._finished:
                 return self.run_dir
             self._document["complete"] = complete
+            if session is not None:
+                self._document["session"] = dict(session)
             self._document["comparisons"] = _comparisons(self._document["records"])
             self._write_results()
             atomic_write_text(self.run_dir / SUMMARY_FILENAME, render_summary(self._document))

@@ -51,6 +51,9 @@ def render_summary(document: Mapping[str, Any]) -> str:
         _meta_section(document.get("meta", {})),
         _counts_section(records),
     ]
+    skipped = _skipped_section(document, records)
+    if skipped:
+        parts.append(skipped)
     for model, model_records in groups.items():
         parts.append(_model_section(model, model_records, overlays, figures))
     across = render_comparisons(document.get("comparisons") or [])
@@ -65,16 +68,44 @@ def render_summary(document: Mapping[str, Any]) -> str:
 def _header(document: Mapping[str, Any], records: list[dict[str, Any]]) -> str:
     failing = sum(r["verdict"] in FAILING_VERDICTS for r in records)
     gates = sum(role_of(r) == "gate" for r in records)
-    outcome = "**FAIL**" if failing else "PASS"
+    session = document.get("session") or {}
+    exit_status = session.get("exit_status")
+    outcome = "**FAIL**" if failing or (exit_status not in (None, 0)) else "PASS" if records else "**NOTHING CHECKED**"
     lines = [
         f"# xai-harness report `{document.get('run_id', MISSING)}`",
         "",
         f"Created {document.get('created', MISSING)}. "
         f"Result: {outcome}, {failing} of {len(records)} items failing or in error ({gates} gates; "
-        "reported-only checks and controls are counted apart, never as passes).",
+        "reported-only checks and controls are counted apart, never as passes)."
+        + (f" pytest exit status {exit_status}." if exit_status not in (None, 0) else ""),
     ]
     if document.get("complete") is False:
-        lines += ["", "**INCOMPLETE**: the run did not finish; these are the results written so far."]
+        lines += ["", _incomplete_banner(session)]
+    return "\n".join(lines)
+
+
+def _incomplete_banner(session: Mapping[str, Any]) -> str:
+    """``**INCOMPLETE**: ...``: why the run did not run every item, how many ran, latest/ untouched."""
+    reason = session.get("reason") or "the run did not finish"
+    ran, collected = session.get("items_run"), session.get("items_collected")
+    counted = f"; {ran} of {collected} collected items ran" if ran is not None and collected is not None else ""
+    return (f"**INCOMPLETE**: {_escape(str(reason), table=False)}{counted}. These are the results written so far; "
+            "a missing item is not a pass, and `reports/latest` was not updated.")
+
+
+def _skipped_section(document: Mapping[str, Any], records: list[dict[str, Any]]) -> str:
+    """Every skipped item with its reason (pytest's items, or the skip records of older documents)."""
+    entries = [(str(s.get("item") or MISSING), str(s.get("reason") or "(no reason given)"))
+               for s in document.get("skipped") or []]
+    if "skipped" not in document:
+        entries = [(f"{r.get('check', MISSING)} [{r.get('model', MISSING)} / {explainer_label(r)}]",
+                    str(r.get("message") or "(no reason given)")) for r in records if r["verdict"] == "skip"]
+    if not entries:
+        return ""
+    lines = [f"## Skipped items ({len(entries)})", "",
+             "A skip is not a pass: each of these was not checked, for the reason given (`pytest --strict` "
+             "makes them failures).", ""]
+    lines += [f"- `{_escape(item, table=False)}`: {_escape(reason, table=False)}" for item, reason in entries]
     return "\n".join(lines)
 
 
