@@ -122,7 +122,8 @@ class HarnessSession:
     def run_item(self, suite: Suite, check: SuiteCheck, model: str, explainer: str | None) -> CheckResult:
         """Run one collected item; exceptions become verdict ``error`` with the exception text."""
         ctx = self.context(model, suite)
-        condition, params, skip = check.for_model(model, ctx.architecture, str(ctx.manifest.get("profile", "")))
+        condition, params, skip = check.for_model(model, ctx.architecture, str(ctx.manifest.get("profile", "")),
+                                                   ctx.family)
         if skip:
             return CheckResult(suite=suite.name, model=model, architecture=ctx.architecture,
                                explainer=explainer or "-", check=check.id, category=get_check(check.check).category,

@@ -136,7 +136,7 @@ def test_misspelled_dataset_is_a_collection_error_not_a_silent_skip(toy, tmp_pat
 @pytest.mark.parametrize("change, expect", [
     (("explainers: [gradcam, random]", "explainers: []"), "*toy.yaml:9: 'explainers' must be a non-empty list*"),
     (("    require: value >= 1.01\n", "    require: value >= 1.01\n    overrides: {toyy: {skip: true}}\n"),
-     "*toy.yaml:14: override 'toyy' names no profile, zoo model or architecture*did you mean 'toy'?"),
+     "*toy.yaml:14: override 'toyy' names no profile, family, zoo model or architecture*did you mean 'toy'?"),
     (("n_boot: 200", "n_boot: many"), "*toy.yaml:2: defaults key 'n_boot' must be an integer, got 'many'"),
 ])
 def test_suite_mistakes_that_used_to_end_green_stop_the_run(toy, change, expect):
@@ -388,7 +388,7 @@ def one_mistake(draw) -> tuple[dict, str]:
         return suite, "'explainers' must be a non-empty list"
     if kind == "override":
         check["overrides"] = {"toy": {"severity": "warn"}, name: {"skip": True}}
-        return suite, f"override {name!r} names no profile, zoo model or architecture"
+        return suite, f"override {name!r} names no profile, family, zoo model or architecture"
     if kind == "profile":
         check["overrides"] = {f"profile:{name}": {"severity": "warn"}}
         return suite, f"unknown profile in override 'profile:{name}'"

@@ -117,8 +117,8 @@ checks:
         (7, ("    check: auroc\n", "    check: auroc\n    explainers: [gradcam]\n"),
          "check 'auroc' uses no explainer; drop its 'explainers' key"),
         (16, ("resnet18_shortcut:", "resnet18_shortcutt:"),
-         "override 'resnet18_shortcutt' names no profile, zoo model or architecture, so it would never apply; "
-         "valid: profile:cpu, profile:gpu, a zoo model (resnet18"),
+         "override 'resnet18_shortcutt' names no profile, family, zoo model or architecture, so it would never apply; "
+         "valid: profile:cpu, profile:gpu, family:cnn, family:vit, a zoo model (resnet18"),
         (16, ("resnet18_shortcut:", "profile:cpuu:"), "unknown profile in override 'profile:cpuu'; valid: profile:cpu, "
          "profile:gpu; did you mean 'profile:cpu'?"),
         (16, ("{severity: warn}", "{skip: yes please}"), "override 'resnet18_shortcut': 'skip' must be true or false"),
@@ -171,3 +171,17 @@ def test_valid_override_targets(tmp_path):
                                     "checkpoint:epoch-005"}
     assert str(check.for_model("checkpoint:epoch-005", "resnet18")[0]) == "ci_low >= 0.4"
     assert check.for_model("resnet18", "resnet18")[1]["n_images"] == 16
+
+
+def test_family_overrides_apply_between_profile_and_architecture(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("suite: s\nchecks:\n  - id: a\n    check: diffgradcam\n    require: ci_low >= 0.1\n"
+                    "    overrides:\n      family:vit: {severity: warn}\n      vit_small_patch16_224: {require: ci_low >= 0.2}\n")
+    check = load_suite(path).checks[0]
+    assert check.for_model("m", "resnet18", "cpu", "cnn")[0].severity == "fail"
+    assert check.for_model("m", "vit_tiny_convstem", "cpu", "vit")[0].severity == "warn"
+    vit_small = check.for_model("m", "vit_small_patch16_224", "cpu", "vit")[0]
+    assert str(vit_small) == "ci_low >= 0.2" and vit_small.severity == "warn"  # the family's severity stays
+    path.write_text(path.read_text().replace("family:vit", "family:vitt"))
+    with pytest.raises(SuiteError, match="unknown family in override 'family:vitt'.*did you mean 'family:vit'"):
+        load_suite(path)

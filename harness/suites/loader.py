@@ -37,6 +37,7 @@ DEFAULT_KEYS = {"explainers", "n_boot", "seed", "max_images"}
 CHECK_KEYS = {"id", "check", "require", "severity", "explainers", "params", "overrides", "description"}
 OVERRIDE_KEYS = {"require", "severity", "params", "skip"}
 PROFILE_TARGETS = ("profile:cpu", "profile:gpu")
+FAMILY_TARGETS = ("family:cnn", "family:vit")  # convolutional networks / vision transformers
 CHECKPOINT_TARGET = "checkpoint:"  # an external --checkpoint, by the stem of its file name
 #: Parameters that name a perturbation, and whether it must be geometric (equivariance).
 PERTURBATION_PARAMS = {"perturbation": False, "transform": True}
@@ -71,14 +72,15 @@ class SuiteCheck:
     line: int
     description: str = ""
 
-    def for_model(self, model: str, architecture: str, profile: str = "") -> tuple[Condition, dict[str, Any], bool]:
+    def for_model(self, model: str, architecture: str, profile: str = "",
+                  family: str = "") -> tuple[Condition, dict[str, Any], bool]:
         """Condition, params and skip flag after the overrides for this model.
 
-        Override keys, applied from general to specific: ``profile:<cpu|gpu>``, the architecture,
-        the zoo name.
+        Override keys, applied from general to specific: ``profile:<cpu|gpu>``, ``family:<cnn|vit>``,
+        the architecture, the zoo name.
         """
         condition, params, skip = self.condition, dict(self.params), False
-        for key in (f"profile:{profile}", architecture, model):
+        for key in (f"profile:{profile}", f"family:{family}", architecture, model):
             o = self.overrides.get(key)
             if not o:
                 continue
@@ -360,11 +362,14 @@ def _explainer_names(path: Path, line: int, names: Any) -> tuple[str, ...]:
 def _override_target(path: Path, line: int, key: str) -> None:
     """An override applies to ``profile:<cpu|gpu>``, a registered architecture, a zoo model or
     ``checkpoint:<stem>``; anything else (a typo) would never apply, so it is an error."""
-    if key in PROFILE_TARGETS or (key.startswith(CHECKPOINT_TARGET) and len(key) > len(CHECKPOINT_TARGET)):
+    if key in PROFILE_TARGETS + FAMILY_TARGETS or (key.startswith(CHECKPOINT_TARGET) and len(key) > len(CHECKPOINT_TARGET)):
         return
     if key.startswith("profile:"):
         raise SuiteError(path, line, f"unknown profile in override {key!r}; valid: {', '.join(PROFILE_TARGETS)}"
                          f"{_did_you_mean(key, PROFILE_TARGETS)}")
+    if key.startswith("family:"):
+        raise SuiteError(path, line, f"unknown family in override {key!r}; valid: {', '.join(FAMILY_TARGETS)}"
+                         f"{_did_you_mean(key, FAMILY_TARGETS)}")
     models = _zoo_names()
     if key in models:
         return
@@ -373,10 +378,10 @@ def _override_target(path: Path, line: int, key: str) -> None:
     architectures = list_architectures()
     if key in architectures:
         return
-    raise SuiteError(path, line, f"override {key!r} names no profile, zoo model or architecture, so it would never "
-                     f"apply; valid: {', '.join(PROFILE_TARGETS)}, a zoo model ({', '.join(models) or 'none'}), an "
-                     "architecture (`xai-harness list architectures`) or checkpoint:<file stem>"
-                     f"{_did_you_mean(key, [*PROFILE_TARGETS, *models, *architectures])}")
+    raise SuiteError(path, line, f"override {key!r} names no profile, family, zoo model or architecture, so it "
+                     f"would never apply; valid: {', '.join(PROFILE_TARGETS + FAMILY_TARGETS)}, a zoo model "
+                     f"({', '.join(models) or 'none'}), an architecture (`xai-harness list architectures`) or "
+                     f"checkpoint:<file stem>{_did_you_mean(key, [*PROFILE_TARGETS, *models, *architectures])}")
 
 
 def _zoo_names() -> list[str]:
