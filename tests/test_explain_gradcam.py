@@ -144,6 +144,7 @@ def test_scorecam_works_on_a_one_cell_feature_map():
     """32 px through a stride-32 ResNet: a 1x1 map gives a constant (not NaN) Score-CAM."""
     torch.manual_seed(0)
     model = create_model("test_resnet", img_size=32, num_classes=NUM_LOGITS).eval()
+    model.target_layer_name = "backbone.layer4"  # the stride-32 stage (the CAM rule would pick a finer one)
     maps = create_explainer("scorecam", batch_size=16)(model, torch.rand(2, 1, 32, 32), torch.tensor([0, 3]))
     assert torch.isfinite(maps).all() and torch.allclose(maps, maps[:, :, :1, :1].expand_as(maps), rtol=1e-6)
 

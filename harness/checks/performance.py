@@ -105,7 +105,7 @@ def check_macro_auroc(ctx: ModelContext, explainer: str | None = None, *, split:
     return Measurement.of("macro_auroc", boot, {"split": split, "per_finding_auroc": per_finding})
 
 
-@register_check("subgroup_gap", category="performance", needs_explainer=False)
+@register_check("subgroup_gap", category="performance", needs_explainer=False, reference="the other subgroups")
 def check_subgroup_gap(ctx: ModelContext, explainer: str | None = None, *, attribute: str = "sex",
                        metric: str = "auroc", split: str = "test", finding: str | None = None,
                        n_boot: int = 1000, seed: int = 0) -> Measurement:

@@ -23,7 +23,7 @@ from harness.metrics.robustness import sensitivity_samples
 MIN_KEPT = 20  # images that kept their prediction: fewer, and the similarity is an anecdote
 
 
-@register_check("perturbation_stability", category="stability")
+@register_check("perturbation_stability", category="stability", reference="the unperturbed image's map")
 def check_perturbation_stability(ctx: ModelContext, explainer: str, *, perturbation: str = "gaussian_noise(sigma=0.02)",
                                  similarity: str = "spearman", split: str = "test", n_images: int = 128,
                                  min_kept: int = MIN_KEPT, n_boot: int = 1000, seed: int = 0) -> Measurement:
@@ -32,7 +32,7 @@ def check_perturbation_stability(ctx: ModelContext, explainer: str, *, perturbat
                       n_boot, seed)
 
 
-@register_check("equivariance", category="stability")
+@register_check("equivariance", category="stability", reference="the original map, transformed")
 def check_equivariance(ctx: ModelContext, explainer: str, *, transform: str = "hflip()",
                        similarity: str = "spearman", split: str = "test", n_images: int = 128,
                        min_kept: int = MIN_KEPT, n_boot: int = 1000, seed: int = 0) -> Measurement:
@@ -68,7 +68,7 @@ def _stability(ctx: ModelContext, explainer: str, change: Perturbation, similari
     return Measurement.of(f"{similarity}_under_perturbation", boot, details)
 
 
-@register_check("max_sensitivity", category="stability")
+@register_check("max_sensitivity", category="stability", reference="the unperturbed image's map")
 def check_max_sensitivity(ctx: ModelContext, explainer: str, *, radius: float = 0.02, n_samples: int = 10,
                           split: str = "test", n_images: int = 32, keep_changed: bool = False,
                           min_kept: int = MIN_KEPT, n_boot: int = 1000, seed: int = 0) -> Measurement:
@@ -76,7 +76,7 @@ def check_max_sensitivity(ctx: ModelContext, explainer: str, *, radius: float = 
     return _sensitivity(ctx, explainer, "max", radius, n_samples, split, n_images, keep_changed, min_kept, n_boot, seed)
 
 
-@register_check("avg_sensitivity", category="stability")
+@register_check("avg_sensitivity", category="stability", reference="the unperturbed image's map")
 def check_avg_sensitivity(ctx: ModelContext, explainer: str, *, radius: float = 0.02, n_samples: int = 10,
                           split: str = "test", n_images: int = 32, keep_changed: bool = False,
                           min_kept: int = MIN_KEPT, n_boot: int = 1000, seed: int = 0) -> Measurement:

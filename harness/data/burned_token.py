@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from harness.data import load_dataset, register_dataset
 from harness.data.imageset import ImageSet
 
+GENERATOR_VERSION = "burned-token/2"  # enters the run hash of models trained on it: bump when the token changes
 _STREAM = 4243
 TOKEN_ROWS = ("111011101110", "101010101010", "111011101110")  # a line of "text", 3 x 12 pixels at 64 px
 ANATOMY_MARGIN = 0.05  # the token keeps this fraction of the image side away from the lungs

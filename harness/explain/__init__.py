@@ -13,7 +13,8 @@ Registered explainers by category (``list_explainers()`` gives name, description
 * ``control`` (model-independent): ``random``, ``edge``, ``constant``.
 
 An explainer that cannot explain a model faithfully raises :class:`ExplainerUnsupported` with the
-reason (the checks stage reports it as a skip).
+reason (the checks stage reports it as a skip). ``context.py`` holds the ModelContext: one model
+under test with its data, predictions and explanations, computed once and shared by every check.
 """
 
 from __future__ import annotations

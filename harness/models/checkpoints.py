@@ -37,7 +37,7 @@ from harness.models.checkpoint_files import (  # noqa: F401  (re-exported: the s
     load_checkpoint,
     read_manifest,
 )
-from harness.models.recipes import Recipe, get_recipe
+from harness.models.recipes import Recipe
 from harness.models.run_identity import (  # noqa: F401  (re-exported)
     FORMAT_VERSION,
     config_hash,

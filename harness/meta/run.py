@@ -1,0 +1,91 @@
+"""The meta run: train the population on first use, then evaluate every subject's suite items on one split."""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from harness.explain import EXPLAINERS
+from harness.meta.defects import Defect
+from harness.meta.evaluate import evaluate_item, items_of, subject_fields
+from harness.meta.families import Family
+from harness.meta.subjects import Subject, build_context, needs_training, subjects_for
+from harness.models.provision import ModelProvider
+from harness.suites import Suite
+
+
+@dataclass
+class PopulationRun:
+    """Records of one split plus what it cost."""
+
+    split: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    evaluate_seconds: float = 0.0
+    subjects: list[str] = field(default_factory=list)
+
+
+def population(families: Sequence[Family], defects: Sequence[Defect], seeds: Sequence[int]) -> list[Subject]:
+    return [s for family in families for s in subjects_for(family, list(defects), tuple(seeds))]
+
+
+def run_population(suite: Suite, subjects: Sequence[Subject], provider: ModelProvider, *, split: str,
+                   console=None, progress: bool = True) -> PopulationRun:
+    """Train what is missing (with the trainer's own progress), then evaluate each subject on ``split``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    out = PopulationRun(split)
+    started = time.perf_counter()
+    seen: set[str] = set()
+    for subject in subjects:
+        for entry in needs_training(subject):
+            if entry.name not in seen:
+                seen.add(entry.name)
+                provider.run(entry)
+    out.train_seconds = time.perf_counter() - started
+    is_control = lambda name: bool(EXPLAINERS.meta(name)["is_control"]) if name in EXPLAINERS else False  # noqa: E731
+    plan = [(s, items_of(suite, s, is_control)) for s in subjects]
+    started = time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"meta: {split}", total=sum(len(items) for _, items in plan))
+        for subject, items in plan:
+            ctx = build_context(subject, provider)
+            bar.update(task, description=f"meta {split}: {subject.name}")
+            for check, explainer in items:
+                record = evaluate_item(ctx, suite, check, explainer, split=split, profile=provider.profile)
+                bar.advance(task)
+                if record is None:
+                    continue
+                record.update(subject_fields(subject, split))
+                record["intended"] = bool(subject.defect and subject.defect.intends(
+                    record["registered"], record["category"], record["params"]))
+                out.records.append(record)
+            out.subjects.append(subject.name)
+            del ctx
+            gc.collect()
+    out.evaluate_seconds = time.perf_counter() - started
+    return out
+
+
+def rejudge(records: list[dict[str, Any]], suite: Suite) -> list[dict[str, Any]]:
+    """The records judged again with ``suite``'s current conditions (values do not depend on thresholds).
+
+    Skips and errors stay as they are; a record whose check is no longer a gate of the suite is dropped.
+    """
+    conditions = {c.id: c.condition for c in suite.checks if c.condition.severity == "fail"}
+    out = []
+    for record in records:
+        condition = conditions.get(record["check"])
+        if condition is None:
+            continue
+        record = dict(record)
+        if record["verdict"] not in ("skip", "error"):
+            nan = float("nan")
+            value, low, high = (nan if record.get(k) is None else record[k] for k in ("value", "ci_low", "ci_high"))
+            record["verdict"] = condition.judge(value, low, high).value
+        record.update(threshold=condition.threshold, gate_on=condition.gate_on, direction=condition.direction)
+        out.append(record)
+    return out

@@ -1,0 +1,156 @@
+"""The meta run in small: a tiny family, a few defects, a small suite; the matrix and the proposals.
+
+The real run (three families, 21 defects, the shipped suite) takes about an hour on the CPU
+(`xai-harness calibrate`, `xai-harness meta`); this one trains test_resnet on 40 synth-cxr patients.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.meta.calibrate import propose
+from harness.meta.defects import get_defect
+from harness.meta.families import Family
+from harness.meta.matrix import detection_matrix
+from harness.meta.report import matrix_figure, matrix_markdown
+from harness.meta.run import population, run_population
+from harness.models import CheckpointStore, ModelProvider
+from harness.models.testing import install_toy
+from harness.suites import load_suite
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SUITE = """
+suite: meta-small
+defaults: {n_boot: 100, seed: 0}
+checks:
+  - id: auroc
+    check: auroc
+    require: ci_low >= 0.55
+  - id: randomisation
+    check: model_randomisation
+    explainers: [gradient, random]
+    require: ci_high <= 0.5
+    params: {n_images: 6, order: cascading}
+  - id: drain_removal
+    check: artifact_removal
+    require: ci_high <= 0.1
+    params: {artifact: chest_drain}
+  - id: consistency
+    check: checkpoint_consistency
+    explainers: [gradient]
+    require: ci_low >= 0.2
+  - id: iou_reported
+    check: iou
+    explainers: [gradient]
+    require: ci_low >= 0.05
+    severity: warn
+"""
+DEFECTS = ["edge_explainer", "weights_randomised", "checkpoint_pair_two_seeds", "shortcut_chest_drain_95"]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    import os
+
+    os.environ.setdefault("XAI_HARNESS_CACHE", str(tmp_path_factory.mktemp("cache")))
+    install_toy()
+    root = tmp_path_factory.mktemp("meta")
+    (root / "small.yaml").write_text(SUITE)
+    suite = load_suite(root / "small.yaml")
+    family = Family("tiny", "test_resnet", "toy", "timm test ResNet", dataset_options=(("n_patients", 40),))
+    provider = ModelProvider(profile="cpu", store=CheckpointStore(root / "store"), device="cpu", progress=False)
+    subjects = population([family], [get_defect(d) for d in DEFECTS], (0, 1))
+    return suite, subjects, provider, root
+
+
+def test_meta_run_records_every_item_of_every_subject_and_builds_the_matrix(small_run):
+    suite, subjects, provider, root = small_run
+    run = run_population(suite, subjects, provider, split="test", progress=False)
+    assert run.subjects == [s.name for s in subjects]
+    by_subject = {}
+    for r in run.records:
+        by_subject.setdefault(r["subject"], set()).add((r["check"], r["explainer"]))
+        assert r["explainer"] != "random"  # controls judge conditions, not models: not in the meta run
+    assert by_subject["test_resnet"] == {("auroc", "-"), ("randomisation", "gradient"),
+                                         ("drain_removal", "-"), ("consistency", "gradient")}  # gates only
+    assert by_subject["test_resnet_edge_explainer"] == {("randomisation", "gradient"), ("consistency", "gradient")}
+    matrix = detection_matrix(run.records)
+    assert "iou_reported" not in matrix["checks"]  # reported-only items never gate, never catch
+    edge = matrix["per_defect"]["edge_explainer"]["families"]["tiny"]
+    assert edge["caught_by_intended"] == ["randomisation"]  # edge maps do not change when the model is destroyed
+    assert matrix["per_check"]["randomisation"]["intended_defects"] == 1
+    assert {row["defect"] for row in matrix["rows"]} >= {"healthy", "weights_randomised", "shortcut_chest_drain_95"}
+    pair = [r for r in run.records if r["defect"] == "checkpoint_pair_two_seeds" and r["check"] == "consistency"]
+    assert pair and pair[0]["intended"] and pair[0]["verdict"] in ("pass", "fail")  # it has a "previous epoch"
+    text = matrix_markdown(matrix, title="small")
+    assert "edge_explainer" in text and "| `randomisation` |" in text
+    figure = matrix_figure(matrix, root / "matrix.png", title="small")
+    assert figure.stat().st_size > 1000
+    json.dumps(matrix)  # the matrix is plain JSON
+
+
+def test_calibration_proposes_thresholds_between_the_populations(small_run):
+    suite, subjects, provider, _ = small_run
+    run = run_population(suite, [s for s in subjects if s.seed == 0], provider, split="calib", progress=False)
+    assert {r["split"] for r in run.records} == {"calib"}
+    proposals = {p.check: p for p in propose(run.records, suite)}
+    assert "iou_reported" not in proposals  # severity warn: not a gate, not calibrated
+    randomisation = proposals["randomisation"]
+    assert randomisation.defects and randomisation.healthy
+    edge = randomisation.defects["test_resnet_edge_explainer/gradient"]
+    assert edge == pytest.approx(1.0, abs=1e-6)
+    if randomisation.separates:  # ci_high <= t: healthy below, the edge stand-in above, t in between
+        assert max(randomisation.healthy.values()) < randomisation.proposed < edge
+        assert randomisation.healthy_margin > 0 and randomisation.defect_margin > 0
+
+
+def test_proposal_rule_on_hand_made_records(tmp_path):
+    (tmp_path / "s.yaml").write_text("suite: s\nchecks:\n  - id: a\n    check: auroc\n    require: ci_low >= 0.8\n"
+                                     "  - id: b\n    check: auroc\n    require: ci_low >= 0.5\n")
+    suite = load_suite(tmp_path / "s.yaml")
+    rows = [{"check": "a", "role": "gate", "defect": "healthy", "subject": "h1", "ci_low": 0.90, "intended": False},
+            {"check": "a", "role": "gate", "defect": "healthy", "subject": "h2", "ci_low": 0.86, "intended": False},
+            {"check": "a", "role": "gate", "defect": "d", "subject": "d1", "ci_low": 0.40, "intended": True},
+            {"check": "a", "role": "gate", "defect": "d", "subject": "d2", "ci_low": 0.95, "intended": False},
+            {"check": "b", "role": "gate", "defect": "healthy", "subject": "h1", "ci_low": 0.90, "intended": False},
+            {"check": "b", "role": "gate", "defect": "d", "subject": "d1", "ci_low": 0.92, "intended": True}]
+    a, b = propose(rows, suite)
+    assert a.separates and a.proposed == pytest.approx(0.63) and a.healthy_margin == pytest.approx(0.23)
+    assert a.defect_margin == pytest.approx(0.23) and "d2" not in a.defects  # unintended defects do not count
+    assert not b.separates and b.proposed == pytest.approx(0.5) and "d1" in b.note  # overlap: kept, uncaught named
+    rows[4]["ci_low"] = 0.45  # a healthy model below the current threshold: it moves below it, by 10%
+    assert propose(rows, suite)[1].proposed == pytest.approx(0.405)
+
+
+def test_rejudging_records_with_other_thresholds_needs_no_evaluation(tmp_path):
+    from harness.meta.run import rejudge
+
+    (tmp_path / "s.yaml").write_text("suite: s\nchecks:\n  - id: a\n    check: auroc\n    require: ci_low >= 0.8\n")
+    records = [{"check": "a", "role": "gate", "verdict": "pass", "value": 0.9, "ci_low": 0.85, "ci_high": 0.95},
+               {"check": "a", "role": "gate", "verdict": "skip", "value": None, "ci_low": None, "ci_high": None},
+               {"check": "gone", "role": "gate", "verdict": "pass", "value": 1.0, "ci_low": 1.0, "ci_high": 1.0}]
+    assert [r["verdict"] for r in rejudge(records, load_suite(tmp_path / "s.yaml"))] == ["pass", "skip"]
+    (tmp_path / "s.yaml").write_text("suite: s\nchecks:\n  - id: a\n    check: auroc\n    require: ci_low >= 0.9\n")
+    assert [r["verdict"] for r in rejudge(records, load_suite(tmp_path / "s.yaml"))] == ["fail", "skip"]
+
+
+def test_apply_writes_proposals_into_the_suite_and_keeps_its_comments(tmp_path):
+    from harness.meta.apply import apply_thresholds
+
+    text = ("suite: s  # top\nchecks:\n  - id: a   # the first\n    check: auroc\n    require: ci_low >= 0.8  # why\n"
+            "    overrides:\n      resnet18: {require: ci_low >= 0.7}\n  - id: b\n    check: calibration\n"
+            "    require: ci_high <= 0.15\n")
+    (tmp_path / "s.yaml").write_text(text)
+    changes = apply_thresholds(tmp_path / "s.yaml", {"a": ("ci_low", ">=", 0.63), "b": ("ci_high", "<=", 0.15)})
+    assert changes == ["a: ci_low >= 0.8 -> 0.63"]  # b already had its proposal
+    new = (tmp_path / "s.yaml").read_text()
+    assert new == text.replace("ci_low >= 0.8  # why", "ci_low >= 0.63  # why")  # overrides and comments kept
+    assert load_suite(tmp_path / "s.yaml").checks[0].condition.threshold == pytest.approx(0.63)
+    with pytest.raises(ValueError, match="s.yaml:10: b gates `ci_high <=`"):  # a changed condition: recalibrate
+        apply_thresholds(tmp_path / "s.yaml", {"b": ("ci_low", ">=", 0.5)})
+    with pytest.raises(ValueError, match="no `require:` line found for c"):
+        apply_thresholds(tmp_path / "s.yaml", {"c": ("ci_low", ">=", 0.5)})
+    assert (tmp_path / "s.yaml").read_text() == new  # a refused apply writes nothing
