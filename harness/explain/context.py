@@ -65,6 +65,11 @@ class ModelContext:
         return str(self.manifest["architecture"])
 
     @property
+    def family(self) -> str:
+        """``vit`` for a vision transformer (token model), else ``cnn``: suites can override per family."""
+        return "vit" if getattr(self.model, "is_vit", False) else "cnn"
+
+    @property
     def training_seed(self) -> int:
         """The seed the model was trained with (from its manifest)."""
         return int(self.manifest.get("seed", 0))
