@@ -154,3 +154,18 @@ def test_apply_writes_proposals_into_the_suite_and_keeps_its_comments(tmp_path):
     with pytest.raises(ValueError, match="no `require:` line found for c"):
         apply_thresholds(tmp_path / "s.yaml", {"c": ("ci_low", ">=", 0.5)})
     assert (tmp_path / "s.yaml").read_text() == new  # a refused apply writes nothing
+
+
+def test_matrix_states_each_gates_margins_on_the_judged_split():
+    def row(subject, defect, ci_low, verdict, intended=False):
+        return {"check": "a", "role": "gate", "subject": subject, "defect": defect, "family": "f", "ci_low": ci_low,
+                "gate_on": "ci_low", "direction": ">=", "threshold": 0.6, "verdict": verdict, "intended": intended}
+
+    rows = [row("h0", "healthy", 0.9, "pass"), row("h1", "healthy", 0.7, "pass"), row("d", "d", 0.5, "fail", True),
+            row("e", "e", 0.2, "fail")]
+    rates = detection_matrix(rows)["per_check"]["a"]
+    assert rates["healthy_margin"] == pytest.approx(0.1) and rates["defect_margin"] == pytest.approx(0.1)
+    assert rates["separates"] and rates["sensitivity"] == 1.0 and rates["caught_unintended"] == ["e/f"]
+    rows[2]["ci_low"], rows[2]["verdict"] = 0.75, "pass"  # the defect now looks healthier than h1
+    rates = detection_matrix(rows)["per_check"]["a"]
+    assert not rates["separates"] and rates["defect_margin"] == pytest.approx(-0.15) and rates["sensitivity"] == 0.0

@@ -71,7 +71,7 @@ def _provider(args):
 def calibrate_command(args: argparse.Namespace) -> int:
     from harness.meta.calibrate import propose
     from harness.meta.report import SCHEMA, machine, write_json
-    from harness.meta.run import PopulationRun, population, run_population
+    from harness.meta.run import PopulationRun, population, reintend, run_population
     from harness.report.results_file import new_run_id
 
     console = _console()
@@ -81,8 +81,8 @@ def calibrate_command(args: argparse.Namespace) -> int:
         import json
 
         saved = json.loads(Path(args.records).read_text())
-        run = PopulationRun("calib", saved["records"], saved.get("train_seconds", 0.0), saved.get("evaluate_seconds", 0.0),
-                            saved.get("subjects", []))
+        run = PopulationRun("calib", reintend(saved["records"]), saved.get("train_seconds", 0.0),
+                            saved.get("evaluate_seconds", 0.0), saved.get("subjects", []))
     else:
         run = run_population(suite, population(families, defects, seeds), provider, split="calib", console=console,
                              progress=not args.no_progress)
@@ -136,7 +136,7 @@ def meta_command(args: argparse.Namespace) -> int:
     from harness.atomic import atomic_write_text
     from harness.meta.matrix import detection_matrix
     from harness.meta.report import SCHEMA, machine, matrix_figure, matrix_markdown, write_json
-    from harness.meta.run import PopulationRun, population, rejudge, run_population
+    from harness.meta.run import PopulationRun, population, reintend, rejudge, run_population
     from harness.report.results_file import new_run_id
 
     console = _console()
@@ -146,7 +146,7 @@ def meta_command(args: argparse.Namespace) -> int:
         import json
 
         saved = json.loads(Path(args.records).read_text())
-        run = PopulationRun("test", rejudge(saved["records"], suite), saved.get("train_seconds", 0.0),
+        run = PopulationRun("test", rejudge(reintend(saved["records"]), suite), saved.get("train_seconds", 0.0),
                             saved.get("evaluate_seconds", 0.0), saved.get("subjects", []))
     else:
         run = run_population(suite, population(families, defects, seeds), provider, split="test", console=console,
@@ -184,13 +184,15 @@ def _print_outcome(console, matrix, folder: Path, results: Path, seconds: float)
     from rich.table import Table
 
     table = Table(title="meta: per check (test split)")
-    for column in ("check", "sensitivity", "caught / intended", "false fails / healthy", "missed"):
+    for column in ("check", "gate", "sensitivity", "caught / intended", "false fails / healthy",
+                   "margins (h / d)", "missed"):
         table.add_column(column, overflow="fold")
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     for check in matrix["checks"]:
         r = matrix["per_check"][check]
-        table.add_row(check, "-" if r["sensitivity"] is None else f"{r['sensitivity']:.2f}",
+        table.add_row(check, r["gate"], "-" if r["sensitivity"] is None else f"{r['sensitivity']:.2f}",
                       f"{r['caught']} / {r['intended_defects']}", f"{r['false_fails']} / {r['healthy']}",
-                      ", ".join(r["missed"]) or "-")
+                      f"{fmt(r['healthy_margin'])} / {fmt(r['defect_margin'])}", ", ".join(r["missed"]) or "-")
     console.print(table)
     targets = matrix["targets"]
     console.print(f"every defect caught on every family: {targets['every_defect_caught_on_every_family']}; "

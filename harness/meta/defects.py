@@ -236,8 +236,11 @@ register_defect(Defect("jumpy_explainer", "explainer", "the map jumps (shifts by
                        "when any pixel changes", (Intended(category="stability"),), replaces=_BOTH, stand_in=jumpy))
 register_defect(Defect("shifted_maps", "explainer", "the map shifted by half the image: off the lesion",
                        _LOCALISATION, replaces=_BOTH, stand_in=shifted))
+# A blur keeps the map's ranking near its peak, so argmax and rank metrics (pointing game, relevance
+# rank, map AUC, DiffGradCAM) cannot see it; only what measures the share of the heat on the lesion can.
+_SPREAD = tuple(Intended(check=c) for c in ("energy_pointing_game", "iou", "relevance_mass"))
 register_defect(Defect("blurred_maps", "explainer", "the map blurred over the whole lung (sigma 1/6 of the side)",
-                       _LOCALISATION, replaces=_BOTH, stand_in=blurred))
+                       _SPREAD, replaces=_BOTH, stand_in=blurred))
 
 
 def randomised_copy(model: nn.Module, architecture: str, seed: int) -> nn.Module:

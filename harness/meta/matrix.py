@@ -27,7 +27,7 @@ def detection_matrix(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         if r.get("intended"):
             intended[key].add(r["check"])
     checks = sorted({r["check"] for r in rows}, key=lambda c: [r["check"] for r in rows].index(c))
-    per_check = {c: _rates(c, cells, intended) for c in checks}
+    per_check = {c: {**_rates(c, cells, intended), **_margins([r for r in rows if r["check"] == c])} for c in checks}
     per_defect = _per_defect(cells, intended)
     healthy = [k for k in cells if k[0] == "healthy"]
     false_fails = sorted(f"{k[1]}: {c}" for k in healthy for c, v in cells[k].items() if v == "caught")
@@ -65,6 +65,30 @@ def _rates(check: str, cells, intended) -> dict[str, Any]:
         "false_fail_rate": len(false) / len(healthy) if healthy else None,
         "caught_unintended": sorted(f"{d}/{f}" for (d, f), c in cells.items()
                                     if d != "healthy" and c.get(check) == "caught" and check not in intended[(d, f)]),
+    }
+
+
+def _margins(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How far the worst healthy model and the least defective intended defect lie from the threshold
+    (positive: on the right side), and whether the two populations separate at all."""
+    import math
+
+    def gated(r):
+        v = r.get(r.get("gate_on", "value"))
+        return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+    first = rows[0]
+    sign = 1.0 if first.get("direction") == ">=" else -1.0
+    t = first.get("threshold")
+    healthy = [gated(r) for r in rows if r["defect"] == "healthy" and gated(r) is not None]
+    defects = [gated(r) for r in rows if r["defect"] != "healthy" and r.get("intended") and gated(r) is not None]
+    worst = min((sign * v for v in healthy), default=None)
+    least = max((sign * v for v in defects), default=None)
+    return {
+        "threshold": t, "gate": f"{first.get('gate_on')} {first.get('direction')} {t}",
+        "healthy_margin": None if worst is None or t is None else round(worst - sign * t, 4),
+        "defect_margin": None if least is None or t is None else round(sign * t - least, 4),
+        "separates": None if worst is None or least is None else bool(worst > least),
     }
 
 

@@ -43,13 +43,18 @@ def matrix_markdown(matrix: dict[str, Any], *, title: str, intro: str = "") -> s
     checks = matrix["checks"]
     lines = [f"# {title}", "", intro, ""] if intro else [f"# {title}", ""]
     lines += ["## Per check: sensitivity on its intended defects, false fails on healthy models", "",
-              "| check | intended (defect x family) | caught | sensitivity | healthy | false fails | missed |",
-              "|---|---:|---:|---:|---:|---:|---|"]
+              "Margins: the worst healthy model's and the least defective intended defect's distance from the "
+              "threshold, positive on the right side; both positive means the gate separates the populations.", "",
+              "| check | gate | intended (defect x family) | caught | sensitivity | healthy | false fails | "
+              "margins (healthy / defect) | missed |",
+              "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     for c in checks:
         r = matrix["per_check"][c]
         sens = "-" if r["sensitivity"] is None else f"{r['sensitivity']:.2f}"
-        lines.append(f"| `{c}` | {r['intended_defects']} | {r['caught']} | {sens} | {r['healthy']} | "
-                     f"{r['false_fails']} | {', '.join(r['missed']) or '-'} |")
+        lines.append(f"| `{c}` | `{r.get('gate', '')}` | {r['intended_defects']} | {r['caught']} | {sens} | "
+                     f"{r['healthy']} | {r['false_fails']} | {fmt(r.get('healthy_margin'))} / "
+                     f"{fmt(r.get('defect_margin'))} | {', '.join(r['missed']) or '-'} |")
     lines += ["", "## Per defect: caught by an intended check on every family?", "",
               "| defect | caught everywhere | per family (intended checks that failed) |", "|---|---|---|"]
     for defect, entry in sorted(matrix["per_defect"].items()):

@@ -70,6 +70,18 @@ def run_population(suite: Suite, subjects: Sequence[Subject], provider: ModelPro
     return out
 
 
+def reintend(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Saved records with ``intended`` recomputed from the current defect registry (values unchanged)."""
+    from harness.meta.defects import DEFECTS
+
+    out = []
+    for record in records:
+        defect = DEFECTS.get(record["defect"]) if record["defect"] in DEFECTS else None
+        intended = bool(defect and defect.intends(record["registered"], record["category"], record.get("params", {})))
+        out.append({**record, "intended": intended})
+    return out
+
+
 def rejudge(records: list[dict[str, Any]], suite: Suite) -> list[dict[str, Any]]:
     """The records judged again with ``suite``'s current conditions (values do not depend on thresholds).
 
