@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from harness.meta.families import CALIBRATION_SEEDS
+
 DEFAULT_SUITE = Path(__file__).resolve().parents[2] / "suites" / "pneumothorax.yaml"
 
 
@@ -24,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, meta: bool) -> None:
         parser.add_argument("--records", metavar="PATH", help="judge the records of an earlier meta run (its "
                             "records.json) with the suite's current thresholds instead of evaluating again")
     else:
-        parser.add_argument("--seeds", default="0", help="healthy seeds per family in the calibration population")
+        parser.add_argument("--seeds", default=",".join(map(str, CALIBRATION_SEEDS)),
+                            help="healthy seeds per family in the calibration population (the meta run holds out 1, 2)")
         parser.add_argument("--out", help="calibration file (default: the file the suite cites, else "
                             "suites/calibration/<suite>_<profile>.json)")
         parser.add_argument("--records", metavar="PATH", help="propose from the records of an earlier calibrate run "
