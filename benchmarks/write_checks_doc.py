@@ -60,7 +60,8 @@ PROSE: dict[str, tuple[str, str]] = {
     "model_randomisation": ("Explainers that do not depend on the model's parameters: edge detectors, constant "
                             "maps, Guided Backprop (Adebayo et al. 2018).", "Noise: a map that changes with every "
                             "call 'passes' (Binder et al. 2023), so a pass is necessary, not sufficient; the random "
-                            "control beside it shows this."),
+                            "control beside it shows this. A constant map has no ranking: its Spearman similarity "
+                            "is undefined and the Spearman items miss it (SSIM, Grad-CAM only, catches it)."),
     "data_randomisation": ("Explainers that show the same map for a model trained on permuted labels.", "As model "
                            "randomisation; needs the label-shuffled twin (trained on first use)."),
     "random_logit": ("Maps that do not depend on the explained class (Sixt et al. 2020).", "Cannot fail on a "
@@ -80,8 +81,9 @@ PROSE: dict[str, tuple[str, str]] = {
     "insertion": ("As deletion, restoring pixels onto a blurred image.", "Favours smooth maps: reported only."),
     "sparseness": ("Diffuse maps (Gini index).", "Whether the few pixels are the right ones."),
     "checkpoint_consistency": ("A run whose last two epochs explain differently, e.g. two seeds' models passed off "
-                               "as consecutive epochs.", "A run that converged on the wrong evidence; needs the "
-                               "previous epoch's checkpoint."),
+                               "as consecutive epochs.", "A run that converged on the wrong evidence; two seeds "
+                               "that converge alike (two DenseNet seeds agreed at ci_low 0.85 on test, above the "
+                               "0.771 threshold); needs the previous epoch's checkpoint."),
     "seed_consistency": ("Explanations that describe the seed rather than the task.", "Needs another seed's model "
                          "(trained on first use)."),
     "artifact_attribution": ("Heat on a known artifact's pixels (outside the lesion) relative to a uniform map.",
