@@ -217,13 +217,19 @@ def model_randomisation(kind, gate):
     return context(model, explainers={"x": model_independent("edge")(None)}), "x"
 
 
-def data_randomisation(kind, gate):
+def two_initialisations():
+    """Two test ResNets with different random weights (seeds 0 and 1)."""
     from harness.models import create_model
 
-    torch.manual_seed(0)
-    model = create_model("test_resnet", img_size=64)
-    torch.manual_seed(1)
-    other = create_model("test_resnet", img_size=64)
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(create_model("test_resnet", img_size=64))
+    return models
+
+
+def data_randomisation(kind, gate):
+    model, other = two_initialisations()
     return context(model, twins=FixedTwins(shuffled=other if kind == "pass" else model)), "gradient"
 
 
@@ -242,12 +248,7 @@ def deletion(kind, gate):
 
 
 def checkpoint_consistency(kind, gate):
-    from harness.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model("test_resnet", img_size=64)
-    torch.manual_seed(1)
-    other = create_model("test_resnet", img_size=64)
+    model, other = two_initialisations()
     return context(model, twins=FixedTwins(previous=model if kind == "pass" else other)), "gradient"
 
 

@@ -8,6 +8,7 @@ an intended check caught it on every family.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any, Iterable
 
@@ -71,8 +72,6 @@ def _rates(check: str, cells, intended) -> dict[str, Any]:
 def _margins(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """How far the worst healthy model and the least defective intended defect lie from the threshold
     (positive: on the right side), and whether the two populations separate at all."""
-    import math
-
     def gated(r):
         v = r.get(r.get("gate_on", "value"))
         return v if isinstance(v, (int, float)) and math.isfinite(v) else None
