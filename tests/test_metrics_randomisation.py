@@ -110,3 +110,31 @@ def test_random_logit_matches_quantus_with_the_same_off_classes():
     assert np.allclose(ours.numpy(), theirs, atol=1e-6)
     with pytest.raises(ValueError, match="differ"):
         random_logit(model, gradient_fn, x, y, num_classes=2, other=y)
+
+
+def constant_fn(model, images, targets):
+    return create_explainer("constant")(model, images, targets)
+
+
+def test_a_constant_map_counts_as_unchanged_not_undefined():
+    """Spearman of two constant maps is NaN; the randomisation tests must still fail a constant explainer (1.0)."""
+    model, images = tiny_cnn(), torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    targets = torch.tensor([1, 0, 1])
+    for order in ("cascading", "independent"):
+        result = model_parameter_randomisation(model, constant_fn, images, targets, order=order)
+        assert torch.equal(result.similarity, torch.ones_like(result.similarity))
+    sims = random_logit(model, constant_fn, images, targets, num_classes=2)
+    assert torch.equal(sims, torch.ones(3, dtype=torch.float64))
+
+
+def test_unchanged_is_identical_keeps_real_values_and_one_sided_nan():
+    from harness.metrics.randomisation import unchanged_is_identical
+    from harness.metrics.similarity import spearman
+
+    compare = unchanged_is_identical(spearman)
+    a = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    b = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    b[1], b[2] = a[1], 0.5  # row 1 unchanged, row 2 constant on one side only
+    out = compare(a, b)
+    assert out[0] == pytest.approx(float(spearman(a[:1], b[:1])[0]))
+    assert out[1] == 1.0 and out[2].isnan()

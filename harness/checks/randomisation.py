@@ -19,7 +19,7 @@ from harness.explain.context import ModelContext, explain_batched
 from harness.checks.localisation import patient_ci, positives
 from harness.checks.registry import CheckSkipped, Measurement, register_check
 from harness.metrics import auroc
-from harness.metrics.randomisation import model_parameter_randomisation, random_logit
+from harness.metrics.randomisation import model_parameter_randomisation, random_logit, unchanged_is_identical
 from harness.metrics.registry import get_metric
 
 
@@ -99,10 +99,11 @@ def check_data_randomisation(ctx: ModelContext, explainer: str, *, split: str = 
     """
     twin = ctx.twins.shuffled_labels(label_seed)
     if twin is None:
-        raise CheckSkipped(f"model {ctx.name!r} is not a zoo model: no label-shuffled twin can be trained")
+        raise CheckSkipped(f"model {ctx.name!r} is not a zoo model: no label-shuffled twin can be trained (name "
+                           "one with --shuffled-twin PATH)")
     idx = positives(ctx, split)
-    sims = similarity_fn(similarity, absolute)(ctx.maps(explainer, split)[idx],
-                                               ctx.maps(explainer, split, model=twin)[idx])
+    compare = unchanged_is_identical(similarity_fn(similarity, absolute))
+    sims = compare(ctx.maps(explainer, split)[idx], ctx.maps(explainer, split, model=twin)[idx])
     boot = patient_ci(ctx, split, idx, sims, n_boot, seed)
     twin_auroc = float(auroc(ctx.scores(split, model=twin), ctx.labels(split)))
     details = {"split": split, "similarity": similarity, "absolute": absolute, "label_seed": label_seed,

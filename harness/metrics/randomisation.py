@@ -109,6 +109,25 @@ def randomise_unit(model: nn.Module, params: tuple[str, ...] | list[str], seed: 
             done.add(name)
 
 
+def unchanged_is_identical(similarity: Similarity) -> Similarity:
+    """``similarity`` where a map that did not change scores 1.0, whatever the metric's edge cases.
+
+    Rank correlation and SSIM are undefined (NaN) for a constant map, so a model-independent
+    constant explainer would never "fail" a randomisation test: it errors instead. A map equal to its
+    reference, or constant both before and after (no preferred location either way), did not move
+    at all: it is as similar as a map can be.
+    """
+
+    def compare(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        sims = similarity(a, b).double()
+        x, y = a.detach().flatten(1), b.detach().flatten(1).to(a.device)
+        constant = lambda m: m.amax(1) == m.amin(1)  # noqa: E731
+        unchanged = (x == y).all(1) | (constant(x) & constant(y))
+        return torch.where(unchanged.to(sims.device), torch.ones_like(sims), sims)
+
+    return compare
+
+
 @dataclass(frozen=True)
 class MPRTResult:
     """Similarity of each step's maps to the original maps: ``similarity[L,B]`` for ``layers[L]``."""
@@ -139,12 +158,14 @@ def model_parameter_randomisation(model: nn.Module, explain_fn: ExplainFn, image
     ``seed = its seed + 1``). ``reference`` are the original maps when already computed.
 
     Returns:
-        ``MPRTResult`` with float64 similarities ``[L,B]``; NaN where a map is constant (Spearman).
+        ``MPRTResult`` with float64 similarities ``[L,B]``: 1.0 where a map did not change (see
+        :func:`unchanged_is_identical`), NaN where the metric is undefined for one map only.
         Lower is better: the explanation should depend on the parameters.
     """
     if order not in ("cascading", "independent"):
         raise ValueError(f"order must be 'cascading' or 'independent', got {order!r}")
     reference = explain_fn(model, images, targets) if reference is None else reference
+    similarity = unchanged_is_identical(similarity)
     units = randomisation_units(model, granularity=granularity)
     units = units[::-1] if order == "cascading" else units
     original = copy.deepcopy(model.state_dict())
@@ -185,12 +206,12 @@ def random_logit(model: nn.Module, explain_fn: ExplainFn, images: torch.Tensor, 
     """Random-logit test (Sixt et al. 2020): similarity of the target's map to a random other class's map.
 
     ``other`` gives the other classes explicitly (else drawn with ``generator``, seed 0 by default).
-    Lower is better: a map that does not change with the explained class does not explain the class.
-    Returns float64 ``[B]``.
+    Lower is better: a map that does not change with the explained class does not explain the class
+    (an unchanged map scores 1.0, see :func:`unchanged_is_identical`). Returns float64 ``[B]``.
     """
     if other is None:
         other = off_targets(targets, num_classes, generator or torch.Generator().manual_seed(0))
     if bool((other == targets).any()):
         raise ValueError("each random-logit class must differ from the sample's target")
     reference = explain_fn(model, images, targets) if reference is None else reference
-    return similarity(reference, explain_fn(model, images, other)).double()
+    return unchanged_is_identical(similarity)(reference, explain_fn(model, images, other))
