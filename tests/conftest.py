@@ -23,9 +23,11 @@ list_checks()  # imports every check module (and what they import) before any py
 
 
 @pytest.fixture
-def one_thread():
+def one_thread(monkeypatch):
     """Tiny models gain nothing from a second thread, and on a shared 2-core machine two OpenMP
-    threads competing with other processes slow each step down by 10-100x; restored afterwards."""
+    threads competing with other processes slow each step down by 10-100x; restored afterwards
+    (``XAI_HARNESS_THREADS=1`` keeps the harness's own thread sharing from raising it again)."""
+    monkeypatch.setenv("XAI_HARNESS_THREADS", "1")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

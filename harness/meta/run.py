@@ -14,6 +14,7 @@ from harness.meta.families import Family
 from harness.meta.subjects import Subject, build_context, needs_training, subjects_for
 from harness.models.provision import ModelProvider
 from harness.suites import Suite
+from harness.threads import share_threads
 
 
 @dataclass
@@ -52,6 +53,7 @@ def run_population(suite: Suite, subjects: Sequence[Subject], provider: ModelPro
     with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
         task = bar.add_task(f"meta: {split}", total=sum(len(items) for _, items in plan))
         for subject, items in plan:
+            share_threads()  # re-balanced per model: other harness jobs may have started or ended
             ctx = build_context(subject, provider)
             bar.update(task, description=f"meta {split}: {subject.name}")
             for check, explainer in items:

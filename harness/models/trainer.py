@@ -34,6 +34,7 @@ from harness.models.recipes import Profile, ProfileUnavailableError, Recipe, get
 from harness.models.soup import Candidate, greedy_soup, recalibrate_batchnorm
 from harness.models.train_state import TrainState
 from harness.models.zoo import ZooEntry
+from harness.threads import share_threads
 
 if TYPE_CHECKING:
     from harness.models.pretrained import PretrainedReport
@@ -200,6 +201,7 @@ class _Fitter:
                                    completed=self.start_epoch - 1, status="")
             batches = bars.add_task("  batches", total=self.steps_per_epoch, status="")
             for epoch in range(self.start_epoch, self.recipe.epochs + 1):
+                share_threads()  # a job that started or ended since the last epoch shifts this one's share
                 bars.reset(batches, total=self.steps_per_epoch)
                 metrics = self.run_epoch(lambda: bars.advance(batches), epoch)
                 if writer is not None:
