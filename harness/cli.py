@@ -139,6 +139,10 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         return sum(p.numel() for p in model.parameters())
 
     for entry in map(check_architecture, list_zoo()):
+        if entry.checkpoint:  # imported (`xai-harness import`): nothing to train, no registered architecture
+            table.add_row(entry.name, entry.architecture, "-", "", "", f"imported ({entry.checkpoint})",
+                          entry.dataset, "imported")
+            continue
         count = n_params(entry.architecture)
         base = ARCHITECTURES.meta(entry.architecture).get("truncated_from")
         smaller = f"{n_params(base) / count:.1f}x" if base else ""
@@ -168,6 +172,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from harness.models.zoo import get_zoo_entry
 
     entry = get_zoo_entry(args.model)
+    if entry.checkpoint:
+        _error(f"{entry.name} is an imported checkpoint ({entry.checkpoint}): it is checked as it is, never trained")
+        return 2
     if args.pretrained:
         entry = replace(entry, pretrained=str(Path(args.pretrained).expanduser().resolve()))
     profile = args.profile or default_profile()
@@ -354,6 +361,20 @@ def build_parser() -> argparse.ArgumentParser:
                                "split: detection matrix, sensitivity and false-fail rate per check")
     add_arguments(meta, meta=True)
     meta.set_defaults(func=meta_command)
+
+    from harness.models.external_command import add_import_arguments, import_command
+
+    importer = commands.add_parser("import", help="bring your own model: verify a safetensors state dict trained "
+                                   "elsewhere and write its manifest, so `--checkpoint PATH` can check it")
+    add_import_arguments(importer)
+    importer.set_defaults(func=import_command)
+
+    from harness.report.commands import add_report_arguments, report_command
+
+    report = commands.add_parser("report", help="re-render reports/<run-id>/index.html from results.json, or "
+                                 "merge several runs into one report; export per-image values (--csv, --parquet)")
+    add_report_arguments(report)
+    report.set_defaults(func=report_command)
 
     lister = commands.add_parser("list", help="list registered names of one kind")
     lister.add_argument("kind", choices=sorted(LISTERS))

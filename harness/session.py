@@ -39,6 +39,38 @@ class ModelUnavailable(Exception):
         return any(c.__name__ in EXPLAINED_ERRORS for c in type(self.cause).__mro__)
 
 
+#: Overlay case groups, in the order they are drawn.
+OUTCOMES = ("true positives", "false negatives", "false positives")
+
+
+def outcome_cases(labels: torch.Tensor, predicted: torch.Tensor, k: int) -> list[tuple[int, str]]:
+    """Up to ``k`` ``(image index, outcome)``: the first images of each group in :data:`OUTCOMES`, a fair
+    share each (``k // 3``), the rest filled from the groups in order; empty when no group has an image."""
+    positive = labels == 1
+    groups = [torch.nonzero(mask).flatten().tolist()
+              for mask in (positive & predicted, positive & ~predicted, ~positive & predicted)]
+    share = max(1, k // len(groups))
+    taken = [g[:share] for g in groups]
+    for g, group in enumerate(groups):
+        room = k - sum(map(len, taken))
+        taken[g] += group[len(taken[g]):len(taken[g]) + max(0, room)]
+    return [(i, outcome) for outcome, group in zip(OUTCOMES, taken) for i in group][:k]
+
+
+def shown_explainer(ctx: ModelContext, explainer: str) -> str:
+    """An overlay's explainer label: ``gradcam[nodule]`` when a multi-label model is checked on a finding."""
+    return f"{explainer}[{ctx.finding}]" if ctx.multilabel and ctx.finding else explainer
+
+
+def dataset_entry(value: str | None) -> dict | None:
+    """``--dataset NAME|PATH.yaml`` as a manifest's ``dataset`` entry (None: each model's own dataset)."""
+    if not value:
+        return None
+    from harness.data.generic import dataset_choice
+
+    return dataset_choice(value)
+
+
 def _architecture_of(model: str) -> str:
     """The zoo architecture of ``model`` where the zoo knows it, else "-" (e.g. an unreadable checkpoint)."""
     from harness.models.zoo import ZooError, list_zoo
@@ -54,7 +86,10 @@ class HarnessSession:
 
     def __init__(self, *, profile: str | None = None, checkpoint: str | None = None,
                  checkpoint_dir: str | None = None, max_images: int | None = None,
-                 finding: str | None = None, seed: int = 0) -> None:
+                 finding: str | None = None, seed: int = 0, twins: dict[str, str | None] | None = None,
+                 dataset: str | None = None) -> None:
+        """``twins``: the ``--checkpoint`` model's twin checkpoints by kind (``previous``, ``seed``,
+        ``shuffled``; see ``harness.models.provision.TWIN_KINDS``)."""
         from harness.models import CheckpointStore, ModelProvider
 
         self.provider = ModelProvider(profile=profile, store=CheckpointStore(checkpoint_dir))
@@ -62,6 +97,8 @@ class HarnessSession:
         self.store = self.provider.store
         self.device = self.provider.device
         self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.twins = dict(twins or {})
+        self.dataset_override = dataset_entry(dataset)  # --dataset: what every model is checked on (None: its own)
         self.max_images = max_images
         self.finding = finding
         self.seed = seed
@@ -113,10 +150,13 @@ class HarnessSession:
 
     def _load(self, model: str, max_images: int | None) -> ModelContext:
         if self.checkpoint and model == self.checkpoint_name:
-            subject = self.provider.external(self.checkpoint, name=model)
+            subject = self.provider.external(self.checkpoint, name=model, twins=self.twins)
         else:
             subject = self.provider.resolve(model)
-        return ModelContext(model, subject.model, subject.manifest, self.provider.twins(subject), max_images,
+        manifest = subject.manifest
+        if self.dataset_override is not None:  # --dataset replaces the model's own data
+            manifest = {**manifest, "dataset": self.dataset_override}
+        return ModelContext(model, subject.model, manifest, self.provider.twins(subject), max_images,
                             finding=self.finding, seed=self.seed)
 
     def run_item(self, suite: Suite, check: SuiteCheck, model: str, explainer: str | None) -> CheckResult:
@@ -139,26 +179,37 @@ class HarnessSession:
                                 check_id=check.id, category=get_check(check.check).category,
                                 condition=condition, error=err)
         try:  # an overlay that cannot be drawn (degenerate data) must never lose the measured result
+            view = ctx.for_finding(params["finding"]) if "finding" in params and ctx.multilabel else ctx
             if explainer and result.category == "localisation":
-                self.draw_overlay(ctx, explainer)
+                self.draw_overlay(view, explainer)  # per finding where the item names one
             if explainer and "clusters" in result.details:
-                self.draw_cluster_prototypes(ctx, explainer, result.details["clusters"], result.details["split"])
+                self.draw_cluster_prototypes(view, explainer, result.details["clusters"], result.details["split"])
         except Exception:  # noqa: BLE001
             log.warning("could not draw the overlays of %s with %s", model, explainer, exc_info=True)
         return result
 
     def draw_overlay(self, ctx: ModelContext, explainer: str, split: str = "test") -> None:
-        """Queue heatmap overlays of the first positive test cases, once per model and explainer."""
-        key = (ctx.name, explainer)
+        """Queue heatmap overlays of the first true positives, false negatives and false positives (at
+        probability 0.5) and the class-averaged maps, once per model and explainer."""
+        key = (ctx.name, shown_explainer(ctx, explainer))
         if key in self._overlays:
             return
         self._overlays.add(key)
-        idx = torch.nonzero(ctx.labels(split) == 1).flatten()[:N_OVERLAY_CASES]
-        if idx.numel() == 0:  # no positive case (e.g. --max-images 1): nothing to draw
+        cases = outcome_cases(ctx.labels(split), ctx.scores(split) >= 0.5, N_OVERLAY_CASES)
+        if not cases:  # no positive and no false positive (e.g. --max-images 1): nothing to draw
             log.warning("no overlay of %s with %s: split %r has no positive case", ctx.name, explainer, split)
             return
-        self.new_overlays.append(self._overlay(ctx, explainer, split, idx, explainer,
-                                               f"{ctx.name} ({ctx.architecture}), {explainer}, {split} positives"))
+        idx = torch.tensor([i for i, _ in cases])
+        scores = ctx.scores(split)[idx].tolist()
+        captions = [f"{outcome[:-1]}, p={score:.2f}" for (_, outcome), score in zip(cases, scores)]
+        counts = {o: sum(c == o for _, c in cases) for o in OUTCOMES if any(c == o for _, c in cases)}
+        shown = ", ".join(f"{n} {o}" for o, n in counts.items())
+        self.new_overlays.append(self._overlay(ctx, explainer, split, idx, shown_explainer(ctx, explainer),
+                                               f"{ctx.name} ({ctx.architecture}), {shown_explainer(ctx, explainer)}, "
+                                               f"{split}: {shown}",
+                                               captions=captions))
+        if not bool((ctx.labels(split) == 1).any()):
+            return
         self.new_overlays.append(self._class_average(ctx, explainer, split))
 
     def _class_average(self, ctx: ModelContext, explainer: str, split: str):
@@ -173,10 +224,13 @@ class HarnessSession:
         mean_image = ctx.dataset(split).as_float()[positive].mean(0)
         lesion_rate = ctx.lesion_masks(split)[positive].float().mean(0) >= 0.1
         scaled = [m / m.max().clamp_min(1e-12) for m in (summary.mean[0], summary.std[0])]  # display only
-        return Overlay(model=ctx.name, explainer=f"{explainer}-class-average", images=mean_image.expand(2, -1, -1, -1),
+        n = int(positive.sum())
+        label = shown_explainer(ctx, explainer)
+        return Overlay(model=ctx.name, explainer=f"{label}-class-average", images=mean_image.expand(2, -1, -1, -1),
                        maps01=torch.stack(scaled).float(), lesion_masks=lesion_rate.expand(2, -1, -1, -1),
-                       labels=["mean map", "std map"], scores=[float(positive.sum())] * 2,
-                       title=f"{ctx.name}, {explainer}: mean and std over {int(positive.sum())} positives")
+                       labels=["mean map", "std map"], scores=[float(n)] * 2,
+                       captions=[f"mean {explainer}, positives (n={n})", f"std of {explainer}, positives (n={n})"],
+                       title=f"{ctx.name}, {label}: mean and std over {int(positive.sum())} positives")
 
     def draw_cluster_prototypes(self, ctx: ModelContext, explainer: str, clusters: list[dict], split: str) -> None:
         """Queue one overlay of prototype members per SpRAy cluster (flagged clusters say so in the title)."""
@@ -187,7 +241,8 @@ class HarnessSession:
             self.new_overlays.append(self._overlay(ctx, explainer, split, torch.tensor(c["prototypes"]),
                                                    f"{explainer}-spray{c['cluster']}", title))
 
-    def _overlay(self, ctx: ModelContext, explainer: str, split: str, idx: torch.Tensor, label: str, title: str):
+    def _overlay(self, ctx: ModelContext, explainer: str, split: str, idx: torch.Tensor, label: str, title: str,
+                 captions: list[str] | None = None):
         from harness.report import Overlay
 
         data = ctx.dataset(split)
@@ -197,4 +252,4 @@ class HarnessSession:
             artifacts |= mask[idx]
         return Overlay(model=ctx.name, explainer=label, images=data.as_float()[idx],
                        maps01=ctx.unit_maps(explainer, split)[idx], lesion_masks=lesions, artifact_masks=artifacts,
-                       labels=ctx.labels(split)[idx], scores=ctx.scores(split)[idx], title=title)
+                       labels=ctx.labels(split)[idx], scores=ctx.scores(split)[idx], title=title, captions=captions)

@@ -10,6 +10,7 @@ import torch
 
 from harness.explain.context import ModelContext
 from harness.checks.registry import Measurement, register_check
+from harness.checks.samples import mean_samples, with_samples
 from harness.metrics import (
     bootstrap_ci,
     diffgradcam,
@@ -35,8 +36,13 @@ def uniform_reference(masks: torch.Tensor) -> dict:
 
 
 def patient_ci(ctx: ModelContext, split: str, idx: torch.Tensor, values: torch.Tensor, n_boot: int, seed: int):
-    """Bootstrap CI of the mean of per-image ``values`` (the images ``idx`` of ``split``), resampling patients."""
-    return bootstrap_ci(values, groups=ctx.patients(split)[idx], n_boot=n_boot, seed=seed)
+    """Bootstrap CI of the mean of per-image ``values`` (the images ``idx`` of ``split``), resampling patients.
+
+    The result carries the per-image values with their image indices and patient ids, which
+    ``Measurement.of`` records (``details["samples"]``) for the comparison with a baseline run.
+    """
+    boot = bootstrap_ci(values, groups=ctx.patients(split)[idx], n_boot=n_boot, seed=seed)
+    return with_samples(boot, mean_samples(ctx, split, idx, values))
 
 
 def _per_image(ctx: ModelContext, where: str, idx: torch.Tensor, metric: str, values: torch.Tensor, n_boot: int,

@@ -13,6 +13,7 @@ import torch
 
 from harness.explain.context import ModelContext
 from harness.checks.registry import CheckSkipped, Measurement, register_check
+from harness.checks.samples import statistic_samples, with_samples
 from harness.metrics import (
     accuracy,
     auprc,
@@ -44,6 +45,8 @@ def _bootstrapped(metric: str, fn: Callable, ctx: ModelContext, split: str, n_bo
                   finding: str | None = None, **details) -> Measurement:
     scores, labels = scores_and_labels(ctx, split, finding)
     boot = bootstrap_statistic(fn, scores, labels, groups=ctx.patients(split), n_boot=n_boot, seed=seed)
+    options = {k: details[k] for k in ("threshold", "n_bins") if k in details}  # the metric's own options
+    boot = with_samples(boot, statistic_samples(ctx, split, metric, options, scores, labels))
     return Measurement.of(metric, boot, {"split": split, "n_positive": int(labels.sum()), "finding": finding,
                                          **details})
 

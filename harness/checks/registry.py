@@ -40,8 +40,15 @@ class Measurement:
     @classmethod
     def of(cls, metric: str, boot: Any, details: dict[str, Any] | None = None,
            reference: dict[str, Any] | None = None) -> Measurement:
-        """A measurement from a :class:`~harness.metrics.stats.BootstrapResult` (n and n_patients included)."""
-        return cls(metric, boot.estimate, boot.low, boot.high, boot.n, dict(details or {}), boot.n_groups,
+        """A measurement from a :class:`~harness.metrics.stats.BootstrapResult` (n and n_patients included).
+
+        A result that carries per-image samples (``harness.checks.samples``) puts them in
+        ``details["samples"]``, so a later run can compare with this one image by image.
+        """
+        details = dict(details or {})
+        if getattr(boot, "samples", None):
+            details.setdefault("samples", boot.samples)
+        return cls(metric, boot.estimate, boot.low, boot.high, boot.n, details, boot.n_groups,
                    dict(reference or {}))
 
 
@@ -94,6 +101,7 @@ def _import_builtin() -> None:
         localisation,
         offanatomy,
         performance,
+        prediction_shift,
         randomisation,
         shortcut,
         stability,

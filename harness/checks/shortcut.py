@@ -56,6 +56,11 @@ def check_decorrelated_auroc_drop(ctx: ModelContext, explainer: str | None = Non
     Both splits are resampled by patient in each replicate (they hold different patients).
     """
     other = decorrelated_split(split)
+    offered = ctx.dataset(split).config.get("splits")  # datasets read from files list their splits
+    if offered is not None and other not in offered:
+        raise CheckSkipped(f"dataset {ctx.dataset(split).name} has no split {other!r} (its splits: "
+                           f"{', '.join(offered)}): a decorrelated split needs a synthetic dataset (synth-cxr) or "
+                           f"a split column with {other!r} rows")
     same = ctx.labels(split), ctx.scores(split)
     decor = ctx.labels(other), ctx.scores(other)
     drop = float(auroc(same[1], same[0]) - auroc(decor[1], decor[0]))
@@ -71,6 +76,13 @@ def check_decorrelated_auroc_drop(ctx: ModelContext, explainer: str | None = Non
     n_patients = int(torch.unique(ctx.patients(split)).numel())
     return Measurement("auroc_drop_decorrelated", drop, low, high, int(same[0].numel()), details, n_patients,
                        {"name": f"AUROC on {other}", "value": details["auroc_decorrelated"]})
+
+
+def needs_synthetic(dataset: str, what: str) -> str:
+    """The skip reason of a counterfactual check on data read from files (no renderer behind it)."""
+    return (f"needs a synthetic dataset (synth-cxr) that re-renders the same patients {what}; {dataset} is read "
+            "from image files, which cannot be re-rendered (the mask-based shortcut checks artifact_attribution, "
+            "outside_anatomy_attribution, spray_clusters and offanatomy_occlusion run on it where it has the masks)")
 
 
 def decorrelated_split(split: str) -> str:
@@ -90,7 +102,9 @@ def check_artifact_removal(ctx: ModelContext, explainer: str | None = None, *, a
     """
     data = ctx.dataset(split)
     shortcuts = data.config.get("shortcuts")
-    if shortcuts is None or artifact not in data.artifact_masks:
+    if shortcuts is None:
+        raise CheckSkipped(needs_synthetic(data.name, f"without {artifact!r}"))
+    if artifact not in data.artifact_masks:
         raise CheckSkipped(f"dataset {data.name} cannot render counterfactuals without {artifact!r}")
     carriers = torch.nonzero(data.has_artifact(artifact)).flatten()
     if carriers.numel() == 0:
@@ -121,7 +135,7 @@ def check_artifact_addition(ctx: ModelContext, explainer: str | None = None, *, 
     data = ctx.dataset(split)
     shortcuts = data.config.get("shortcuts")
     if shortcuts is None:
-        raise CheckSkipped(f"dataset {data.name} cannot render counterfactuals with {artifact!r}")
+        raise CheckSkipped(needs_synthetic(data.name, f"with {artifact!r}"))
     carries = data.has_artifact(artifact) if artifact in data.artifact_masks else torch.zeros(len(data), dtype=torch.bool)
     targets = torch.nonzero((ctx.labels(split) == 0) & ~carries).flatten()
     if targets.numel() == 0:

@@ -23,12 +23,14 @@ def list_datasets() -> list[str]:
 def _import_builtin() -> None:
     import harness.data.burned_token  # noqa: F401  (registers "burned-token")
     import harness.data.chexpert  # noqa: F401  (registers "chexpert")
+    import harness.data.generic  # noqa: F401  (registers "generic": your own data, declared in YAML)
     import harness.data.nih_cxr14  # noqa: F401  (registers "nih-cxr14")
     import harness.data.pcam  # noqa: F401  (registers "pcam")
     import harness.data.shuffled  # noqa: F401  (registers "shuffled-labels")
     import harness.data.siim_acr  # noqa: F401  (registers "siim-acr")
     import harness.data.synth_cxr  # noqa: F401  (registers "synth-cxr")
     import harness.data.synth_cxr14  # noqa: F401  (registers "synth-cxr14")
+    import harness.data.synth_histo  # noqa: F401  (registers "synth-histo")
 
 
 __all__ = ["ImageSet", "DATASETS", "register_dataset", "load_dataset", "list_datasets"]

@@ -24,7 +24,8 @@ def file_sha256(path: Path) -> str:
 
 
 def load_checkpoint(weights_path: str | Path, *, device: str = "cpu") -> tuple[ClassifierNet, dict[str, Any]]:
-    """Load ``epoch-NNN.safetensors`` and its sibling manifest; the model comes back in eval mode.
+    """Load ``epoch-NNN.safetensors`` (or an imported model's weights) and its sibling manifest; the
+    model comes back in eval mode.
 
     Raises:
         CheckpointError: missing/invalid manifest, sha256 mismatch, unregistered architecture,
@@ -36,6 +37,10 @@ def load_checkpoint(weights_path: str | Path, *, device: str = "cpu") -> tuple[C
     actual = file_sha256(weights_path)
     if actual != expected:
         raise CheckpointError(f"{weights_path}: sha256 mismatch: expected {expected}, file has {actual}")
+    if "external" in manifest:  # imported with `xai-harness import` (harness/models/external.py)
+        from harness.models.external import load_external
+
+        return load_external(weights_path, manifest).to(device).eval(), manifest
     model = _build_for(manifest, weights_path)
     _load_state(model, weights_path)
     return model.to(device).eval(), manifest

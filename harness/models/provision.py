@@ -8,7 +8,9 @@ checkpoint files themselves:
 - ``external(path)``: a checkpoint from elsewhere (weights + manifest with its sha256);
 - ``twins(subject)``: the models some checks compare with: the previous epoch of the same run, the
   same recipe with another seed, the same recipe on label-shuffled data (trained on first use).
-  An external checkpoint has a previous epoch only if its file sits beside it, and no other twins.
+  An external checkpoint has the twins its user names (``external(path, twins={"previous": ...})``:
+  ``--previous``, ``--seed-twin``, ``--shuffled-twin``), each verified like the checkpoint itself,
+  and otherwise a previous epoch only if its file sits beside it.
 
 The trainer and the checkpoint store know nothing of each other's callers: this module is the
 only one that imports both.
@@ -18,14 +20,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.models.checkpoints import DAMAGED, TRAINED, CheckpointStore, DamagedRunError, RunHealth, TrainedRun
+from harness.models.checkpoints import (
+    DAMAGED,
+    TRAINED,
+    CheckpointError,
+    CheckpointStore,
+    DamagedRunError,
+    RunHealth,
+    TrainedRun,
+)
 from harness.models.checkpoint_files import load_checkpoint, read_manifest
 from harness.models.recipes import get_recipe
-from harness.models.zoo import ZooEntry, get_zoo_entry
+from harness.models.zoo import ZooEntry, ZooError, get_zoo_entry
 
 if TYPE_CHECKING:
     import torch
@@ -38,13 +48,15 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Provisioned:
     """A loaded model under test: the network (eval mode, on the provider's device), its manifest,
-    the weights file it came from and, for zoo models, the zoo entry."""
+    the weights file it came from, for zoo models the zoo entry, and for external checkpoints the
+    twin checkpoints their user named (``previous``, ``seed``, ``shuffled``: see :data:`TWIN_KINDS`)."""
 
     name: str
     model: nn.Module
     manifest: dict[str, Any]
     weights: Path
     entry: ZooEntry | None = None
+    twin_paths: dict[str, Path] = field(default_factory=dict)
 
 
 class Twins:
@@ -86,6 +98,48 @@ class StoreTwins(Twins):
         return None if entry is None else self.provider.resolve(shuffled_label_twin(entry, label_seed)).model
 
 
+#: Twin checkpoints an external model can name, and the plugin option that names each.
+TWIN_KINDS = {"previous": "--previous", "seed": "--seed-twin", "shuffled": "--shuffled-twin"}
+
+
+class ExternalTwins(StoreTwins):
+    """Twins of an external checkpoint from the files its user named; each is loaded (sha256 checked)
+    once and must have the subject's architecture, input size and classes. Without a ``previous``
+    file, the epoch file beside the checkpoint (if any) is the previous epoch."""
+
+    def __init__(self, provider: ModelProvider, subject: Provisioned) -> None:
+        super().__init__(provider, subject)
+        self._loaded: dict[str, nn.Module] = {}
+
+    def _twin(self, kind: str) -> nn.Module | None:
+        path = self.subject.twin_paths.get(kind)
+        if path is None:
+            return None
+        if kind not in self._loaded:
+            net, manifest = self.provider.load(Path(path))
+            check_twin(self.subject.manifest, manifest, f"{TWIN_KINDS[kind]} {path}")
+            self._loaded[kind] = net
+        return self._loaded[kind]
+
+    def previous_epoch(self) -> nn.Module | None:
+        return self._twin("previous") if "previous" in self.subject.twin_paths else super().previous_epoch()
+
+    def other_seed(self, seed: int) -> nn.Module | None:
+        return self._twin("seed")
+
+    def shuffled_labels(self, label_seed: int) -> nn.Module | None:
+        return self._twin("shuffled")
+
+
+def check_twin(subject: dict[str, Any], twin: dict[str, Any], what: str) -> None:
+    """A twin must be the same network shape as the subject, or comparing their maps means nothing."""
+    keys = ("architecture", "img_size", "num_classes")
+    differ = [f"{k} {twin.get(k)!r} (checked model: {subject.get(k)!r})" for k in keys if twin.get(k) != subject.get(k)]
+    if differ:
+        raise CheckpointError(f"{what} does not match the checked model: {'; '.join(differ)}; a twin is the same "
+                              "architecture at the same input size")
+
+
 class ModelProvider:
     """Resolves zoo names, entries and checkpoint files to loaded models, training on first use.
 
@@ -101,7 +155,9 @@ class ModelProvider:
         import torch
 
         from harness.models.trainer import default_profile
+        from harness.threads import share_threads
 
+        share_threads()  # this job's fair share of the cores, beside other harness jobs
         self.profile = profile or default_profile()
         self.store = store or CheckpointStore()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -114,15 +170,25 @@ class ModelProvider:
     def resolve(self, model: str | ZooEntry) -> Provisioned:
         """A zoo model (name or entry), trained on first use and loaded."""
         entry = get_zoo_entry(model) if isinstance(model, str) else model
+        if entry.checkpoint:  # a zoo entry naming an imported checkpoint: loaded, never trained
+            return self.external(entry.checkpoint, name=entry.name, twins=entry.twins)
         weights = self.run(entry).checkpoint()
         net, manifest = self.load(weights)
         return Provisioned(entry.name, net, manifest, weights, entry)
 
-    def external(self, path: str | Path, name: str | None = None) -> Provisioned:
-        """A checkpoint file (``.safetensors`` with its ``.json`` manifest) from outside the zoo."""
+    def external(self, path: str | Path, name: str | None = None,
+                 twins: dict[str, str | Path | None] | None = None) -> Provisioned:
+        """A checkpoint file (``.safetensors`` with its ``.json`` manifest) from outside the zoo.
+
+        ``twins`` names its twin checkpoints by kind (keys of :data:`TWIN_KINDS`; None = none).
+        """
         weights = Path(path)
         net, manifest = self.load(weights)
-        return Provisioned(name or f"checkpoint:{weights.stem}", net, manifest, weights, None)
+        unknown = sorted(set(twins or {}) - set(TWIN_KINDS))
+        if unknown:
+            raise ValueError(f"unknown twin kinds {unknown}; known: {', '.join(TWIN_KINDS)}")
+        paths = {kind: Path(p).expanduser() for kind, p in (twins or {}).items() if p}
+        return Provisioned(name or f"checkpoint:{weights.stem}", net, manifest, weights, None, paths)
 
     def load(self, weights: Path) -> tuple[nn.Module, dict[str, Any]]:
         """Load a checkpoint (sha256 verified) in eval mode on this provider's device."""
@@ -130,7 +196,7 @@ class ModelProvider:
         return net.to(self.device).eval(), manifest
 
     def twins(self, subject: Provisioned) -> Twins:
-        return StoreTwins(self, subject)
+        return ExternalTwins(self, subject) if subject.twin_paths else StoreTwins(self, subject)
 
 
 def shuffled_label_twin(entry: ZooEntry, label_seed: int = 0) -> ZooEntry:
@@ -168,9 +234,15 @@ def ensure_trained(
     from harness.models.trainer import default_profile, device_for, train_locked
 
     entry = get_zoo_entry(model) if isinstance(model, str) else model
+    if entry.checkpoint:
+        raise ZooError(f"{entry.source}: model {entry.name!r} is an imported checkpoint ({entry.checkpoint}): it is "
+                       "checked as it is, never trained here")
     profile = profile or default_profile()
     device_for(profile)  # a profile this machine cannot run fails here, before any file is touched
     store = store or CheckpointStore()
+    from harness.models.pretraining import materialise_pretrained  # `pretrained: zoo:<name>`: trained first
+
+    entry = materialise_pretrained(entry, profile=profile, store=store, progress=progress)
     recipe = get_recipe(entry.recipe, profile)
     run_dir = store.run_dir(entry, recipe, profile)
     health = store.health(run_dir)
@@ -219,5 +291,5 @@ def _acquire_announced(lock: FileLock, what: str):
         lock.release()
 
 
-__all__ = ["ModelProvider", "Provisioned", "Twins", "StoreTwins", "ensure_trained", "previous_checkpoint",
-           "shuffled_label_twin"]
+__all__ = ["ModelProvider", "Provisioned", "Twins", "StoreTwins", "ExternalTwins", "TWIN_KINDS", "ensure_trained",
+           "previous_checkpoint", "shuffled_label_twin", "check_twin"]

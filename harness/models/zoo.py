@@ -19,6 +19,9 @@ DEFAULT_ZOO = Path(__file__).resolve().parents[2] / "fixtures" / "zoo.yaml"
 ZOO_ENV = "XAI_HARNESS_ZOO"
 _FIELDS = {"architecture", "dataset", "dataset_options", "recipe", "seed", "description", "pretrained", "compile",
            "profiles"}
+#: An entry naming a model trained elsewhere (imported with `xai-harness import`): its weights and twins.
+_CHECKPOINT_FIELDS = {"checkpoint", "previous", "seed_twin", "shuffled_twin", "description", "profiles"}
+_TWIN_FIELDS = {"previous": "previous", "seed_twin": "seed", "shuffled_twin": "shuffled"}  # -> provision.TWIN_KINDS
 _PROFILES = ("cpu", "gpu")  # recipes.PROFILES, kept literal so parsing stays import-light
 _REQUIRED = ("architecture", "dataset", "recipe", "seed")
 
@@ -39,12 +42,16 @@ class ZooEntry:
         seed: the training seed (weights init, shuffling, augmentation).
         description: free text for tables.
         pretrained: path of a local safetensors file to initialise from (relative paths are
-            resolved against the zoo file's folder); None = random init. Never downloaded.
+            resolved against the zoo file's folder), or ``zoo:<name>``: the final weights of another
+            zoo entry, trained first (``pretraining.py``); None = random init. Never downloaded.
         compile: torch.compile the model for training (None: the architecture's default; only on
             CUDA). A speed option, not part of the configuration hash.
         profiles: the profiles the entry is meant for (``list_zoo(profile=...)`` and ``--model all``
             skip the others: a ViT-L is impractical on 2 CPU cores). Not part of the hash.
         source: ``file:line`` where the entry is defined (not part of the configuration).
+        checkpoint: an imported checkpoint (``xai-harness import``) instead of a training
+            configuration: architecture and dataset come from its manifest, nothing is trained.
+        twins: the imported checkpoint's twins by kind (``previous``, ``seed``, ``shuffled``).
     """
 
     name: str
@@ -59,6 +66,8 @@ class ZooEntry:
     profiles: tuple[str, ...] = field(default=_PROFILES, compare=False)
     source: str = field(default="", compare=False)
     architecture_source: str = field(default="", compare=False, repr=False)
+    checkpoint: str | None = None
+    twins: dict[str, str] = field(default_factory=dict)
 
     def config(self) -> dict[str, Any]:
         """The fields that determine the trained weights (hashed into the checkpoint run name).
@@ -113,9 +122,13 @@ def load_zoo(path: str | Path) -> dict[str, ZooEntry]:
 
 
 def check_architecture(entry: ZooEntry) -> ZooEntry:
-    """``entry`` if its architecture is registered, else :class:`ZooError` naming file and line."""
+    """``entry`` if its architecture is registered (or it is an imported checkpoint), else :class:`ZooError`
+    naming file and line."""
     from harness.models.architectures import ARCHITECTURES
     from harness.registry import UnknownNameError
+
+    if entry.checkpoint:  # rebuilt from its manifest (timm names and factories need no registration)
+        return entry
 
     try:
         ARCHITECTURES.get(entry.architecture)
@@ -186,6 +199,8 @@ def _entry(path: Path, name: str, key_node: yaml.Node, node: yaml.Node) -> ZooEn
     if not isinstance(node, yaml.MappingNode):
         raise ZooError(f"{where}: model {name!r} must be a mapping of {', '.join(sorted(_FIELDS))}")
     values = _construct(node)
+    if "checkpoint" in values:
+        return _checkpoint_entry(path, name, where, node, values)
     unknown = sorted(set(values) - _FIELDS)
     if unknown:
         raise ZooError(f"{where}: model {name!r}: unknown keys {unknown}; allowed: {', '.join(sorted(_FIELDS))}")
@@ -224,10 +239,42 @@ def _entry(path: Path, name: str, key_node: yaml.Node, node: yaml.Node) -> ZooEn
     )
 
 
+def _checkpoint_entry(path: Path, name: str, where: str, node: yaml.MappingNode, values: dict[str, Any]) -> ZooEntry:
+    """An entry naming an imported checkpoint (and its twins): architecture and dataset from its manifest."""
+    from harness.models.checkpoint_files import CheckpointError, read_manifest  # json only, no torch
+
+    unknown = sorted(set(values) - _CHECKPOINT_FIELDS)
+    if unknown:
+        raise ZooError(f"{where}: model {name!r} names a checkpoint: unknown keys {unknown}; allowed: "
+                       f"{', '.join(sorted(_CHECKPOINT_FIELDS))}")
+    files = {key: _resolve(path, str(values[key])) for key in ("checkpoint", *_TWIN_FIELDS) if values.get(key)}
+    for key, file in files.items():
+        try:
+            manifest = read_manifest(Path(str(file)))
+        except CheckpointError as err:
+            raise ZooError(f"{_where(path, _child(node, key))}: model {name!r}: {err}; import it with "
+                           "`xai-harness import`") from None
+        if key == "checkpoint":
+            checked = manifest
+    dataset = checked.get("dataset") or {}
+    if not isinstance(dataset, dict) or "name" not in dataset:
+        raise ZooError(f"{_where(path, _child(node, 'checkpoint'))}: model {name!r}: the manifest of {files['checkpoint']} "
+                       "names no dataset; import it again with `xai-harness import --dataset NAME --force`")
+    profiles = values.get("profiles", list(_PROFILES))
+    return ZooEntry(name=name, architecture=str(checked["architecture"]), dataset=str(dataset["name"]),
+                    recipe="imported", seed=int(checked.get("seed", 0)),
+                    dataset_options=dict(dataset.get("options") or {}),
+                    description=str(values.get("description", "")), profiles=tuple(profiles), source=where,
+                    architecture_source=where, checkpoint=files["checkpoint"],
+                    twins={_TWIN_FIELDS[k]: str(v) for k, v in files.items() if k in _TWIN_FIELDS})
+
+
 def _resolve(zoo_file: Path, pretrained: str | None) -> str | None:
     """``pretrained`` with ``~`` expanded, relative to the zoo file's folder (existence is checked at training)."""
     if not pretrained:
         return None
+    if pretrained.startswith("zoo:"):  # another zoo run's final weights (harness/models/pretraining.py)
+        return pretrained
     path = Path(pretrained).expanduser()
     return str(path if path.is_absolute() else (zoo_file.resolve().parent / path))
 

@@ -10,12 +10,14 @@ from typing import Any, Iterator
 
 import pytest
 
-from harness.plugin.keys import CALIBRATED, MODELS, RECORDER, RESULT_PROPERTY
+from harness.plugin.discovery import is_suite_file
+from harness.plugin.keys import BASELINE, CALIBRATED, MODELS, RECORDER, RESULT_PROPERTY
 from harness.plugin.options import calibrated_profile, session_of, strict
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
-    if file_path.suffix in (".yaml", ".yml") and file_path.parent.name == "suites":
+    """Any YAML file with a top-level ``suite:`` key, in any folder (``harness.plugin.discovery``)."""
+    if is_suite_file(parent.config, file_path, named=parent.session.isinitpath(file_path)):
         return SuiteFile.from_parent(parent, path=file_path)
     return None
 
@@ -193,6 +195,7 @@ class CheckItem(pytest.Item):
     def runtest(self) -> None:
         session = session_of(self.config)
         record = session.run_item(self.suite, self.check, self.model, self.explainer)
+        record = self._against_baseline(record)  # before _judged: --strict then gates a regressed reported check
         record = self._judged(session, record)
         self.user_properties.append((RESULT_PROPERTY, json.dumps(record.to_dict())))
         self._hand_over_overlays(session)
@@ -206,8 +209,19 @@ class CheckItem(pytest.Item):
         if verdict in ("fail", "error"):
             raise CheckFailed(record)
 
+    def _against_baseline(self, record):
+        """With ``--baseline``: the record compared with the baseline's same check (a regression fails a gate)."""
+        baseline = self.config.stash.get(BASELINE, None)
+        if baseline is None:
+            return record
+        from harness.report.baseline import judge_against_baseline
+
+        entry = baseline.compare(record.to_dict(), self.check.regression_margin)
+        return judge_against_baseline(record, entry)
+
     def _judged(self, session, record):
-        """The record with the data problem behind an error named, and a skip made an error under --strict."""
+        """The record with the data problem behind an error named, and a skip or a warning made an error under
+        --strict."""
         import dataclasses
 
         verdict = record.verdict.value
@@ -221,6 +235,11 @@ class CheckItem(pytest.Item):
 
             record = dataclasses.replace(record, verdict=Verdict.ERROR,
                                          message=f"skipped, and --strict counts a skip as a failure: {record.message}")
+        if verdict == "warn" and strict(self.config):  # a reported-only condition that does not hold gates too
+            from harness.checks.result import Verdict
+
+            record = dataclasses.replace(record, verdict=Verdict.ERROR, message="severity warn, and --strict counts "
+                                         f"a warning as a failure: {record.message}")
         return record
 
     def _hand_over_overlays(self, session) -> None:

@@ -17,6 +17,9 @@ MODELS = pytest.StashKey["list[str]"]()
 CALIBRATED = pytest.StashKey["dict[str, str]"]()  # suite name -> the profile its thresholds were calibrated on
 
 
+BASELINE = pytest.StashKey["Any"]()  # the --baseline run (harness.report.baseline.Baseline), or None
+
+
 RESULT_PROPERTY = "xai_result"
 
 

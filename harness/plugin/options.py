@@ -10,11 +10,25 @@ from typing import Any
 import pytest
 
 from harness.checks.result import CATEGORIES
-from harness.plugin.keys import CALIBRATED, MODELS, RECORDER, RUN_ID, SESSION
+from harness.plugin.discovery import add_suite_glob_ini
+from harness.plugin.keys import BASELINE, CALIBRATED, MODELS, RECORDER, RUN_ID, SESSION
+
+
+#: Twin checkpoints of ``--checkpoint``: option -> what it is (kinds: ``harness.models.provision.TWIN_KINDS``).
+TWIN_OPTIONS = {"--previous": "previous-epoch", "--seed-twin": "same recipe, other seed",
+                "--shuffled-twin": "label-shuffled twin"}
+_TWIN_KIND = {"--previous": "previous", "--seed-twin": "seed", "--shuffled-twin": "shuffled"}
+
+
+def twin_paths(config: pytest.Config) -> dict[str, str]:
+    """The twin checkpoints named on the command line, by kind (``previous``, ``seed``, ``shuffled``)."""
+    values = {kind: config.getoption(option.lstrip("-").replace("-", "_")) for option, kind in _TWIN_KIND.items()}
+    return {kind: value for kind, value in values.items() if value}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xai-harness", "explanation checks of trained models")
+    add_suite_glob_ini(parser)  # xai_suite_glob: which YAML files may be suites (harness.plugin.discovery)
     group.addoption("--model", default=None, metavar="NAME[,NAME...]",
                     help="zoo model(s) to check, comma separated, or 'all' (see `xai-harness zoo`)")
     group.addoption("--profile", default=None, choices=["cpu", "gpu"],
@@ -23,11 +37,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="check an external checkpoint (.safetensors with its .json manifest), e.g. a release candidate")
     group.addoption("--checkpoint-dir", default=None, metavar="DIR",
                     help="checkpoint store (default: $XAI_HARNESS_CHECKPOINTS or the user cache directory)")
+    for option, kind in TWIN_OPTIONS.items():  # twins of --checkpoint (harness/models/provision.py, ExternalTwins)
+        group.addoption(option, default=None, metavar="PATH", help=f"with --checkpoint: its {kind} checkpoint "
+                        "(.safetensors with its manifest); the checks that compare with it run instead of skipping")
     group.addoption("--report-dir", default="reports", metavar="DIR", help="where run reports are written")
     group.addoption("--max-images", type=int, default=None, metavar="N",
                     help="cap on test images per split, N >= 1 (default: the suite's max_images, else all)")
     group.addoption("--finding", default=None, metavar="NAME",
                     help="multi-label models: the finding whose scores, maps and masks the checks read")
+    group.addoption("--dataset", default=None, metavar="NAME|PATH.yaml",
+                    help="check every model on this dataset instead of its own: a registered name or your own "
+                         "data declared in YAML (docs/datasets.md), e.g. the test set of --checkpoint")
+    group.addoption("--baseline", default=None, metavar="PATH",
+                    help="compare each check with a previous run (its results.json or run directory) by a paired "
+                         "bootstrap; a significant regression beyond the check's regression_margin fails the item")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,6 +65,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[CALIBRATED] = {}
     config.stash[RUN_ID] = getattr(config, "workerinput", {}).get("xai_run_id") or _new_run_id()
     _check_options(config)
+    config.stash[BASELINE] = _baseline(config.getoption("baseline"))
+
+
+def _baseline(path: str | None):
+    """The ``--baseline`` run, read before any model is loaded; an unreadable file is a usage error (exit 4)."""
+    if not path:
+        return None
+    from harness.report.baseline import Baseline, BaselineError  # no torch
+
+    try:
+        return Baseline.load(path)
+    except BaselineError as err:
+        raise pytest.UsageError(str(err)) from None
 
 
 def _check_options(config: pytest.Config) -> None:
@@ -54,6 +90,14 @@ def _check_options(config: pytest.Config) -> None:
     checkpoint, store = config.getoption("checkpoint"), config.getoption("checkpoint_dir")
     if checkpoint:
         _check_checkpoint(checkpoint)
+    for kind, path in twin_paths(config).items():  # each twin is checked like --checkpoint
+        option = next(o for o, k in _TWIN_KIND.items() if k == kind)
+        if not checkpoint:
+            raise pytest.UsageError(f"{option} names a twin of --checkpoint; pass --checkpoint PATH too (zoo models "
+                                    "find or train their own twins)")
+        _check_checkpoint(path, option)
+    if config.getoption("dataset"):
+        _check_dataset(config.getoption("dataset"))
     if store and Path(store).expanduser().exists() and not Path(store).expanduser().is_dir():
         raise pytest.UsageError(f"--checkpoint-dir {store} is not a directory; pass the checkpoint store's folder")
     if config.stash[MODELS] or checkpoint:
@@ -65,15 +109,27 @@ def _check_options(config: pytest.Config) -> None:
             raise pytest.UsageError("--profile gpu needs a CUDA device, and torch sees none; use --profile cpu here")
 
 
-def _check_checkpoint(path: str) -> None:
+def _check_checkpoint(path: str, option: str = "--checkpoint") -> None:
     """``--checkpoint`` must be a weights file with a readable manifest (sha256 is checked at load)."""
     from harness.models.checkpoint_files import CheckpointError, read_manifest  # no torch
 
     try:
         read_manifest(Path(path).expanduser())
     except CheckpointError as err:
-        raise pytest.UsageError(f"--checkpoint: {err}; pass a .safetensors file written by xai-harness, with its "
-                                ".json manifest beside it") from None
+        raise pytest.UsageError(f"{option}: {err}; pass a .safetensors file written by xai-harness (or imported "
+                                "with `xai-harness import`), with its .json manifest beside it") from None
+
+
+def _check_dataset(value: str) -> None:
+    """``--dataset``: a registered name, or a dataset YAML whose rows are all good (images are read later)."""
+    from harness.data.generic import dataset_choice
+    from harness.data.generic_spec import DatasetSpecError
+    from harness.registry import UnknownNameError
+
+    try:
+        dataset_choice(value)
+    except (DatasetSpecError, UnknownNameError) as err:
+        raise pytest.UsageError(f"--dataset: {err}") from None
 
 
 def _check_writable(folder: Path) -> None:
@@ -153,6 +209,8 @@ def session_of(config: pytest.Config):
             checkpoint_dir=config.getoption("checkpoint_dir"),
             max_images=config.getoption("max_images"),
             finding=config.getoption("finding"),
+            twins=twin_paths(config),
+            dataset=config.getoption("dataset"),
         )
     return config.stash[SESSION]
 

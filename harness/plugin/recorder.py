@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from harness.plugin.items import skip_reason
-from harness.plugin.keys import CALIBRATED, MODELS, OVERLAY_PROPERTY, RESULT_PROPERTY, RUN_ID
+from harness.plugin.keys import BASELINE, CALIBRATED, MODELS, OVERLAY_PROPERTY, RESULT_PROPERTY, RUN_ID
 from harness.plugin.options import strict, uncalibrated_note
 
 
@@ -49,7 +49,8 @@ class ResultRecorder:
                 Path(self.config.getoption("report_dir")), run_id=self.config.stash[RUN_ID],
                 meta={"argv": list(self.config.invocation_params.args),
                       "models": list(self.config.stash[MODELS]), "strict": strict(self.config),
-                      "thresholds_calibrated_on": dict(self.config.stash[CALIBRATED])},
+                      "thresholds_calibrated_on": dict(self.config.stash[CALIBRATED]),
+                      **_baseline_meta(self.config)},
             )
         return self._writer
 
@@ -144,6 +145,12 @@ class ResultRecorder:
         render_terminal_table(self.records, console)
         terminalreporter.write_sep("=", "xai-harness: verdicts per model and check")
         terminalreporter.write(buffer.getvalue())
+
+
+def _baseline_meta(config: pytest.Config) -> dict:
+    """``{"baseline": "<path> (run <id>)"}`` when the run is compared with a ``--baseline`` run, else ``{}``."""
+    baseline = config.stash.get(BASELINE, None)
+    return {"baseline": f"{baseline.path} (run {baseline.run_id})"} if baseline is not None else {}
 
 
 def _incomplete_reason(session: pytest.Session, exitstatus: int, collected: int, ran: int) -> str:

@@ -39,6 +39,8 @@ class Overlay:
         scores: K model scores (e.g. the probability of the label) shown in the captions.
         artifact_masks: Optional boolean artifact masks ``[K,h,w]``, drawn in another colour.
         title: Figure title; default ``"<model> / <explainer>"``.
+        captions: Optional K case captions that say what each panel shows (e.g. ``"mean Grad-CAM,
+            positives (n=154)"``); default ``"label <label> | score <score>"``.
     """
 
     model: str
@@ -50,6 +52,7 @@ class Overlay:
     scores: Sequence[float]
     artifact_masks: Any | None = None
     title: str = ""
+    captions: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         images = _cases(self.images, "images", rgb_to_gray=True).astype(np.float32)
@@ -63,6 +66,8 @@ class Overlay:
             "labels": [_label(x) for x in _flat(self.labels)],
             "scores": [_score(x) for x in _flat(self.scores)],
         }
+        if self.captions is not None:
+            arrays["captions"] = [str(c) for c in self.captions]
         if self.artifact_masks is not None:
             arrays["artifact_masks"] = _cases(self.artifact_masks, "artifact_masks").astype(bool)
         for name, value in arrays.items():
@@ -149,7 +154,8 @@ def _draw_case(ax: Any, overlay: Overlay, i: int, *, cmap: str, alpha: float) ->
         _contour(ax, overlay.artifact_masks[i], width, height, ARTIFACT_COLOUR)
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
-    ax.set_title(_caption(overlay.labels[i], overlay.scores[i]), fontsize=9)
+    caption = overlay.captions[i] if overlay.captions is not None else _caption(overlay.labels[i], overlay.scores[i])
+    ax.set_title(caption, fontsize=9)
 
 
 def _contour(ax: Any, mask: np.ndarray, width: int, height: int, colour: str) -> None:

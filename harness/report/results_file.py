@@ -17,6 +17,12 @@ RESULTS_FILENAME = "results.json"
 SUMMARY_FILENAME = "summary.md"
 OVERLAY_DIRNAME = "overlays"
 FIGURE_DIRNAME = "figures"
+#: Version of the results.json layout; bump it when a reader of the previous layout would misread a file.
+SCHEMA_VERSION = 1
+
+
+class ResultsSchemaError(ValueError):
+    """A results.json this version of xai-harness cannot read (a newer or malformed ``schema``)."""
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -88,7 +94,10 @@ def load_run(path: Path | str) -> dict[str, Any]:
         The document: ``run_id``, ``created``, ``complete``, ``meta``, ``records``, ``overlays``,
         ``figures``, ``skipped`` (the last four default to empty lists for files written by other
         tools) and, for runs written by the pytest plugin, ``session`` (exit status, items collected
-        and run, why the run is incomplete).
+        and run, why the run is incomplete), and ``schema`` (absent before schemas existed).
+
+    Raises:
+        ResultsSchemaError: The file was written by a newer xai-harness (see :func:`check_schema`).
     """
     path = Path(path)
     if path.is_dir():
@@ -96,10 +105,29 @@ def load_run(path: Path | str) -> dict[str, Any]:
     document = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(document, dict) or not isinstance(document.get("records"), list):
         raise ValueError(f"{path} is not a results file: no 'records' list")
+    check_schema(document, path)
     for key in ("records", "overlays", "figures", "skipped"):
         document.setdefault(key, [])
     document.setdefault("meta", {})
     return document
+
+
+def check_schema(document: Mapping[str, Any], path: Path | str) -> int:
+    """The document's ``schema`` version; files written before versions existed read as 0.
+
+    Raises:
+        ResultsSchemaError: ``schema`` is not a non-negative integer, or is newer than
+            :data:`SCHEMA_VERSION` (written by a newer xai-harness: upgrade to read it).
+    """
+    schema = document.get("schema", 0)
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 0:
+        raise ResultsSchemaError(f"{path}: 'schema' must be a non-negative integer, got {schema!r}; "
+                                 "the file is damaged or was not written by xai-harness")
+    if schema > SCHEMA_VERSION:
+        raise ResultsSchemaError(f"{path} has results schema {schema}, newer than this xai-harness reads "
+                                 f"(up to {SCHEMA_VERSION}): upgrade xai-harness (pip install -U xai-harness) "
+                                 "to read it")
+    return schema
 
 
 def load_results(path: Path | str) -> list[dict[str, Any]]:

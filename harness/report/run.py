@@ -18,6 +18,7 @@ from harness.report.results_file import (
     FIGURE_DIRNAME,
     OVERLAY_DIRNAME,
     RESULTS_FILENAME,
+    SCHEMA_VERSION,
     SUMMARY_FILENAME,
     atomic_write_json,
     atomic_write_text,
@@ -25,6 +26,8 @@ from harness.report.results_file import (
     utc_now_iso,
 )
 from harness.report.comparison import compare_models
+from harness.report.baseline import BASELINE_KEY, baseline_entries
+from harness.report.html import write_html_report
 from harness.report.summary import render_summary
 
 if TYPE_CHECKING:
@@ -77,6 +80,7 @@ class RunWriter:
         self._lock = threading.Lock()
         self._finished = False
         self._document: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
             "run_id": run_id,
             "created": utc_now_iso(),
             "complete": False,
@@ -192,8 +196,12 @@ class RunWriter:
             if session is not None:
                 self._document["session"] = dict(session)
             self._document["comparisons"] = _comparisons(self._document["records"])
+            baseline = baseline_entries(self._document["records"])  # --baseline: one entry per compared record
+            if baseline:
+                self._document[BASELINE_KEY] = baseline
             self._write_results()
             atomic_write_text(self.run_dir / SUMMARY_FILENAME, render_summary(self._document))
+            _write_html(self.run_dir, self._document)
             self._finished = True
         if update_latest:
             mirror_latest(self.run_dir, self.run_dir.parent / LATEST_DIRNAME)
@@ -242,6 +250,14 @@ def _comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     except Exception:  # noqa: BLE001
         log.exception("could not compute the cross-model comparisons")
         return []
+
+
+def _write_html(run_dir: Path, document: dict[str, Any]) -> None:
+    """index.html beside summary.md; a failure here is logged, never allowed to lose the report."""
+    try:
+        write_html_report([(run_dir, document)], run_dir)
+    except Exception:  # noqa: BLE001
+        log.exception("could not write the HTML report of %s", run_dir)
 
 
 def _slug(text: str) -> str:

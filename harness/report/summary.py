@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Mapping
 
+from harness.report.baseline import render_baseline_markdown
 from harness.report.comparison import render_comparisons
 from harness.report.formatting import (
     FAILING_VERDICTS,
@@ -46,19 +47,21 @@ def render_summary(document: Mapping[str, Any]) -> str:
     for item in [*overlays, *figures]:
         if item.get("model") and item["model"] not in groups:
             groups[item["model"]] = []
+    skipped = _skipped_section(document, records)  # what was not checked comes first, under the result line
     parts = [
         _header(document, records),
+        *([skipped] if skipped else []),
         _meta_section(document.get("meta", {})),
         _counts_section(records),
     ]
-    skipped = _skipped_section(document, records)
-    if skipped:
-        parts.append(skipped)
     for model, model_records in groups.items():
         parts.append(_model_section(model, model_records, overlays, figures))
     across = render_comparisons(document.get("comparisons") or [])
     if across:
         parts.append(across)
+    against = render_baseline_markdown(document)  # --baseline: candidate vs baseline per check
+    if against:
+        parts.append(against)
     unassigned = [f for f in figures if not f.get("model")]
     if unassigned:
         parts.append("## Figures\n\n" + _images(unassigned, "name"))
@@ -102,7 +105,7 @@ def _skipped_section(document: Mapping[str, Any], records: list[dict[str, Any]])
                     str(r.get("message") or "(no reason given)")) for r in records if r["verdict"] == "skip"]
     if not entries:
         return ""
-    lines = [f"## Skipped items ({len(entries)})", "",
+    lines = [f"## Skipped items ({len(entries)}): not checked", "",
              "A skip is not a pass: each of these was not checked, for the reason given (`pytest --strict` "
              "makes them failures).", ""]
     lines += [f"- `{_escape(item, table=False)}`: {_escape(reason, table=False)}" for item, reason in entries]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from harness.checks.result import CheckResult
+from harness.report.baseline import render_baseline_table
 from harness.report.formatting import (
     FAILING_VERDICTS,
     as_record,
@@ -63,6 +64,7 @@ def render_terminal_table(
         table.add_row(check, explainer, condition, *cells)
     console.print(table)
     console.print(total_line(rows))
+    render_baseline_table(rows, console)  # --baseline: candidate vs baseline per check (nothing otherwise)
     return table
 
 
