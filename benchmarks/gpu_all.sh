@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Every GPU benchmark of issues 3 and 4 in one call on the lent GPU machine (see ../shared/gpu/README.md).
+# Every GPU benchmark of issues 3 and 4 from one script on the lent GPU machine (see ../shared/gpu/README.md).
 #
 #   once per checkout:  echo /.whl/ >> .git/info/exclude; mkdir -p .whl && cp ../shared/gpu/wheels/*.whl .whl/
-#   device tool call:   command "bash benchmarks/gpu_all.sh", carry [".whl"]  (about 20 minutes in all;
-#                       split it with STEPS="explain metrics" / "train" / "suite" to fit 10-minute calls)
+#   device tool call:   command "STEPS=train bash benchmarks/gpu_all.sh", carry [".whl"]
+#                       (all four steps take about 20 minutes, more than one 10-minute call and a task's
+#                       15 minutes of device time: run one or two steps per task, e.g. STEPS="explain metrics")
 #
 # Results land in benchmarks/results/*_<gpu>.json and are copied to $OUT; commit them.
 set -uo pipefail

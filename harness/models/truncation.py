@@ -1,14 +1,22 @@
-"""Truncated architectures (seed 004, CheXtransfer): the final 1-3 blocks removed, pooled linear head.
+"""Truncated architectures (seed 004, CheXtransfer): the final blocks removed, pooled linear head.
 
-A *block* is one of timm's feature stages (``feature_info``): a ResNet ``layerN``, a DenseNet dense
-block (with its transition), a VGG conv block, an EfficientNet/MNASNet stride stage. Taps that no
-parameter separates (VGG's final max-pool after its last ReLU) belong to the same block. Truncation
-uses timm's own ``prune_intermediate_layers`` and then ``reset_classifier(num_classes, "avg")``
-(global average pooling + one linear layer); the Grad-CAM target becomes the new last block, so
-each removed stride-2 block doubles the CAM's resolution.
+What a *block* is follows CheXtransfer (Ke et al., CHIL 2021, section 3.2) family by family:
 
-CheXtransfer counts EfficientNet/MNASNet blocks per MBConv stage (7); here they are counted per
-stride stage (5), which keeps "one block less = twice the CAM resolution" true for every family.
+- ResNet: a residual stage ``layerN``; DenseNet: a dense block with its transition block. Both are
+  timm feature stages (``feature_info`` taps). VGG (not in the paper) likewise: a conv block, and
+  taps that no parameter separates (its final max-pool after the last ReLU) belong to the same block.
+- EfficientNet and MNASNet (timm's ``EfficientNet`` class): one MBConv stage, i.e. one entry of
+  ``backbone.blocks`` (a run of repeated MBConv blocks of one width). The paper's "remove the final
+  MBConv blocks" can only mean these stages: its Table 2 sizes are reproduced by removing
+  ``blocks.6``, ``blocks.5``, ... one at a time (with ``conv_head``), not by removing single MBConv
+  blocks nor by removing stride stages (the feature taps, which would make EfficientNetB0Minus1
+  4.7x smaller where the paper has 1.4x). Consequence: removing a stage that keeps the stride
+  (EfficientNet-B0 ``blocks.6``) does not raise the CAM's resolution.
+
+Truncation uses timm's own ``prune_intermediate_layers`` and then ``reset_classifier(num_classes,
+"avg")`` (global average pooling + one linear layer, the paper's appended classification block); the
+Grad-CAM target becomes the new last block (for the MBConv families a feature tap is added for it).
+See :func:`harness.models.architectures.times_smaller` for how the paper counts "times smaller".
 """
 
 from __future__ import annotations
@@ -20,20 +28,37 @@ from torch import nn
 
 from harness.models.architectures import ARCHITECTURES, CAM_TARGET_ATTR, register_architecture
 
-#: Base architecture -> how many truncated variants (minus1 .. minusN) to register.
+#: Base architecture -> how many truncated variants (minus1 .. minusN) to register (CheXtransfer
+#: Table 2: MNASNet minus1-4, DenseNet121 and ResNet18 minus1-3, EfficientNetB0 minus1-2).
 TRUNCATABLE: dict[str, int] = {
     **{f"resnet{d}": 3 for d in (18, 34, 50, 101, 152)},
     **{f"densenet{d}": 3 for d in (121, 169, 201)},
     **{f"efficientnet_b{i}": 3 for i in range(4)},
-    "mnasnet_100": 3,
+    "mnasnet_100": 4,
     "vgg16": 3,
     "vgg19": 3,
 }
 
 
+def counts_mbconv_stages(backbone: nn.Module) -> bool:
+    """Whether ``backbone``'s blocks are MBConv stages (timm's EfficientNet class: EfficientNet, MNASNet)."""
+    return hasattr(backbone, "stage_ends") and isinstance(getattr(backbone, "blocks", None), nn.Sequential)
+
+
 def block_ends(base: str) -> list[int]:
-    """Indices into the base model's ``feature_info`` that end a block (see the module docstring)."""
+    """Indices into the base model's ``feature_info`` that end a block (feature-stage families only).
+
+    Raises:
+        ValueError: ``base`` counts MBConv stages (see the module docstring), not feature taps.
+    """
     return list(_block_ends(base))
+
+
+def block_count(base: str) -> int:
+    """How many blocks ``base`` has in the sense of the module docstring (ResNet-18: 4 + stem, B0: 7)."""
+    with torch.device("meta"):
+        probe = ARCHITECTURES.get(base)(224, 2)
+    return len(probe.blocks) if counts_mbconv_stages(probe) else len(_block_ends(base))
 
 
 @lru_cache(maxsize=None)
@@ -41,6 +66,8 @@ def _block_ends(base: str) -> tuple[int, ...]:
     """Prune one meta-device probe tap by tap, deepest first, counting the parameters that remain."""
     with torch.device("meta"):
         probe = ARCHITECTURES.get(base)(224, 2)
+    if counts_mbconv_stages(probe):
+        raise ValueError(f"{base} counts MBConv stages (backbone.blocks), not feature taps: use block_count")
     counts = []
     for index in reversed(range(len(probe.feature_info))):
         probe.prune_intermediate_layers(indices=[index], prune_norm=True, prune_head=True)
@@ -50,20 +77,55 @@ def _block_ends(base: str) -> tuple[int, ...]:
 
 
 def truncate(backbone: nn.Module, *, base: str, minus: int, num_classes: int) -> nn.Module:
-    """Remove the last ``minus`` blocks of timm model ``backbone`` (built as ``base``), in place."""
-    ends = block_ends(base)
-    if not 1 <= minus < len(ends):
-        raise ValueError(f"{base} has {len(ends)} blocks; cannot remove {minus}")
-    keep = ends[-1 - minus]
-    target = backbone.feature_info[keep]["module"]
-    backbone.prune_intermediate_layers(indices=[keep], prune_norm=True, prune_head=True)
-    # Older timm releases leave num_features at the full model's width after pruning: set it here.
-    backbone.num_features = backbone.feature_info[keep]["num_chs"]
+    """Remove the last ``minus`` blocks of timm model ``backbone`` (built as ``base``), in place.
+
+    Raises:
+        ValueError: ``minus`` is not in 1 .. (number of blocks - 1).
+    """
+    if counts_mbconv_stages(backbone):
+        target = _truncate_mbconv_stages(backbone, base=base, minus=minus)
+    else:
+        target = _truncate_feature_stages(backbone, base=base, minus=minus)
     if hasattr(backbone, "head_hidden_size"):
         backbone.head_hidden_size = backbone.num_features
     backbone.reset_classifier(num_classes, "avg")
     setattr(backbone, CAM_TARGET_ATTR, target)
     return backbone
+
+
+def _check_minus(base: str, minus: int, blocks: int) -> None:
+    if not 1 <= minus < blocks:
+        raise ValueError(f"{base} has {blocks} blocks; cannot remove {minus} (use minus 1..{blocks - 1})")
+
+
+def _truncate_feature_stages(backbone: nn.Module, *, base: str, minus: int) -> str:
+    """ResNet / DenseNet / VGG: keep the feature taps up to the end of block ``-1 - minus``."""
+    ends = block_ends(base)
+    _check_minus(base, minus, len(ends))
+    keep = ends[-1 - minus]
+    backbone.prune_intermediate_layers(indices=[keep], prune_norm=True, prune_head=True)
+    # Older timm releases leave num_features at the full model's width after pruning: set it here.
+    backbone.num_features = backbone.feature_info[keep]["num_chs"]
+    return backbone.feature_info[keep]["module"]
+
+
+def _truncate_mbconv_stages(backbone: nn.Module, *, base: str, minus: int) -> str:
+    """EfficientNet / MNASNet: keep ``blocks[:n - minus]``; drop ``conv_head``/``bn2``; add a tap for the cut."""
+    stages = len(backbone.blocks)
+    _check_minus(base, minus, stages)
+    keep = stages - minus
+    info = [dict(tap) for tap in backbone.feature_info]
+    # A stage between two taps has the stride of the next tap (taps sit where the stride changes).
+    reduction = next(tap["reduction"] for tap in info if tap["stage"] >= keep)
+    backbone.prune_intermediate_layers(indices=[keep], prune_norm=True, prune_head=True, extra_blocks=True)
+    last = backbone.blocks[keep - 1][-1]
+    backbone.num_features = last.feature_info("bottleneck")["num_chs"]
+    target = f"blocks.{keep - 1}"
+    kept = [tap for tap in info if tap["stage"] < keep]
+    backbone.feature_info = kept + [{"module": target, "num_chs": backbone.num_features, "reduction": reduction,
+                                     "stage": keep}]
+    backbone.stage_ends = [tap["stage"] for tap in backbone.feature_info]
+    return target
 
 
 def _register_truncated(base: str, minus: int) -> None:
@@ -91,4 +153,4 @@ def list_truncated() -> list[str]:
     return [n for n in ARCHITECTURES.names() if "truncated_from" in ARCHITECTURES.meta(n)]
 
 
-__all__ = ["TRUNCATABLE", "block_ends", "truncate", "list_truncated"]
+__all__ = ["TRUNCATABLE", "block_count", "block_ends", "counts_mbconv_stages", "truncate", "list_truncated"]
