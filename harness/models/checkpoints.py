@@ -352,6 +352,9 @@ class CheckpointStore:
         return f"CheckpointStore({str(self.root)!r}, keep_last={self.keep_last})"
 
     def run_dir(self, entry: ZooEntry, recipe: Recipe, profile: str) -> Path:
+        from harness.models.pretraining import trained_reference  # `pretrained: zoo:<name>` -> its weights file
+
+        entry = trained_reference(entry, self, profile)
         return self.root / f"{entry.name}-{profile}-{config_hash(entry, recipe, profile)}"
 
     def lock(self, run_dir: Path) -> FileLock:

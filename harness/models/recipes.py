@@ -318,6 +318,25 @@ def linear_probe(profile: str) -> Recipe:
 
 
 @register_recipe(
+    "histo_pretrain",
+    description="Backbone pretraining for seeds 002/003 without downloads: multi-label sigmoid + BCE on "
+    "synth-histo's tissue findings (task: tissue), all layers, Adam 1e-3 cosine, 5 epochs (cpu) / 30 (gpu)",
+)
+def histo_pretrain(profile: str) -> Recipe:
+    """Supervised pretraining on another task than the one judged (see ``pretraining.py``).
+
+    Give the zoo entry ``dataset: synth-histo`` with ``dataset_options: {task: tissue}``: the labels
+    are lymphoid aggregate, tissue edge and hypercellular (the tumour is in the images but never
+    labelled), so the backbone learns nuclei, their size and density, and the tissue border.
+    A probe entry names the result with ``pretrained: zoo:<this entry>``.
+    cpu: Adam 1e-3, cosine decay, 5 epochs, batch 32, flips/rotations. gpu: 30 epochs, batch 64.
+    """
+    epochs, batch = (30, 64) if profile == "gpu" else (5, 32)
+    return Recipe("histo_pretrain", profile, "adam", lr=1e-3, epochs=epochs, batch_size=batch, loss="bce",
+                  schedule="cosine", augment=_SEED003_AUGMENT)
+
+
+@register_recipe(
     "chextransfer",
     description="Seed 004 protocol: all layers fine-tuned, Adam 1e-4, batch 16, 3 epochs, evaluation every "
     "8,192 images, final model from the 10 best evaluations (gpu); Adam 1e-3, 2 epochs, best 3 (cpu)",

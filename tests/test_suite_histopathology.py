@@ -1,0 +1,82 @@
+"""suites/histopathology.yaml (seed 003): it loads, names only registered things, its gates are the calibrated ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.checks.registry import get_check
+from harness.data import list_datasets
+from harness.explain import EXPLAINERS
+from harness.models.zoo import get_zoo_entry
+from harness.suites import load_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = ROOT / "suites" / "histopathology.yaml"
+
+
+def uncalibrated_gates(suite, calibration: dict) -> list[str]:
+    """Gates whose condition differs from the calibration's proposal (or that it never calibrated)."""
+    proposals = {p["check"]: p for p in calibration["checks"]}
+    bad = []
+    for check in suite.checks:
+        if check.condition.severity != "fail":
+            continue
+        p = proposals.get(check.id)
+        if p is None or (check.condition.gate_on, check.condition.direction) != (p["gate_on"], p["direction"]) \
+                or check.condition.threshold != pytest.approx(p["proposed"]):
+            bad.append(check.id)
+    return bad + sorted(set(proposals) - {c.id for c in suite.checks if c.condition.severity == "fail"})
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return load_suite(SUITE)
+
+
+@pytest.fixture(scope="module")
+def calibration(suite):
+    return json.loads(suite.calibration.read_text())
+
+
+def test_suite_loads_and_applies_to_histopathology_data_only(suite):
+    assert suite.name == "histopathology" and set(suite.datasets) == {"synth-histo", "pcam"}
+    assert set(suite.datasets) <= set(list_datasets())
+
+
+def test_every_check_and_explainer_is_registered_and_seed_003_is_covered(suite):
+    names = {c.check for c in suite.checks}
+    for check in suite.checks:
+        get_check(check.check)  # raises for an unknown name
+        assert all(e == "-" or e in EXPLAINERS for e in check.explainers), check.id
+    assert {"fpr", "fnr", "accuracy", "diffgradcam", "model_randomisation", "data_randomisation",
+            "perturbation_stability", "artifact_removal"} <= names
+    assert any("gradcam++" in c.explainers for c in suite.checks if c.check == "diffgradcam")
+
+
+def test_every_gate_has_the_threshold_its_calibration_proposes(suite, calibration):
+    assert calibration["split"] == "calib" and calibration["suite"] == suite.name
+    assert uncalibrated_gates(suite, calibration) == []
+
+
+def test_a_gate_moved_away_from_its_calibration_is_caught(suite, calibration):
+    moved = json.loads(json.dumps(calibration))
+    moved["checks"][0]["proposed"] += 0.05
+    assert uncalibrated_gates(suite, moved) == [moved["checks"][0]["check"]]
+
+
+def test_gates_without_defect_evidence_are_named(calibration):
+    untested = {p["check"] for p in calibration["checks"] if not p["defects"]}
+    assert set(calibration["no_defect_evidence"]) == untested
+    tested = {p["check"] for p in calibration["checks"] if p["defects"]}
+    assert {"performance_auroc", "shortcut_decorrelated_auroc_drop", "localisation_pointing_game"} <= tested
+
+
+def test_the_zoo_probe_is_a_linear_probe_on_a_backbone_pretrained_on_another_task():
+    probe = get_zoo_entry("resnet18_histo_probe")
+    assert probe.recipe == "linear_probe" and probe.dataset == "synth-histo"
+    assert probe.pretrained == "zoo:resnet18_histo_pretrain"
+    pretrain = get_zoo_entry("resnet18_histo_pretrain")
+    assert pretrain.dataset_options == {"task": "tissue"} and pretrain.architecture == probe.architecture
