@@ -169,3 +169,17 @@ def test_matrix_states_each_gates_margins_on_the_judged_split():
     rows[2]["ci_low"], rows[2]["verdict"] = 0.75, "pass"  # the defect now looks healthier than h1
     rates = detection_matrix(rows)["per_check"]["a"]
     assert not rates["separates"] and rates["defect_margin"] == pytest.approx(-0.15) and rates["sensitivity"] == 0.0
+
+
+def test_replace_checks_swaps_only_the_reevaluated_checks_and_keeps_subject_order():
+    from harness.meta.run import PopulationRun, replace_checks
+
+    rec = lambda s, c, v: {"subject": s, "check": c, "value": v}  # noqa: E731
+    old = PopulationRun("calib", [rec("a", "auroc", 1), rec("a", "consistency", 2), rec("b", "auroc", 3),
+                                  rec("b", "consistency", 4), rec("c", "consistency", 5)], 10.0, 20.0, ["a", "b", "c"])
+    fresh = PopulationRun("calib", [rec("a", "consistency", 20), rec("b", "consistency", 40)], 1.0, 2.0, ["a", "b"])
+    merged = replace_checks(old, fresh, ["consistency"])
+    assert [(r["subject"], r["check"], r["value"]) for r in merged.records] == [
+        ("a", "auroc", 1), ("a", "consistency", 20), ("b", "auroc", 3), ("b", "consistency", 40),
+        ("c", "consistency", 5)]  # c was not re-evaluated: its record stays
+    assert merged.subjects == ["a", "b", "c"] and merged.evaluate_seconds == 20.0

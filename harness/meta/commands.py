@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, meta: bool) -> None:
     parser.add_argument("--profile", choices=("cpu", "gpu"), help="default: gpu if CUDA is available, else cpu")
     parser.add_argument("--checkpoint-dir", help="checkpoint store root")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--checks", metavar="ID[,ID...]", help="with --records: evaluate only these suite checks "
+                        "again (after changing them) and take every other record from --records")
     if meta:
         parser.add_argument("--seeds", default="0,1,2", help="healthy seeds per family")
         parser.add_argument("--report-dir", default="reports", help="where the meta report folder goes")
@@ -86,13 +88,13 @@ def calibrate_command(args: argparse.Namespace) -> int:
         saved = json.loads(Path(args.records).read_text())
         run = PopulationRun("calib", reintend(saved["records"]), saved.get("train_seconds", 0.0),
                             saved.get("evaluate_seconds", 0.0), saved.get("subjects", []))
+        if args.checks:
+            run = _reevaluate(args, run, suite, families, defects, seeds, provider, console, split="calib")
+            _save_records(console, Path(args.report_dir) / f"calibrate-{new_run_id()}", run)
     else:
         run = run_population(suite, population(families, defects, seeds), provider, split="calib", console=console,
                              progress=not args.no_progress)
-        folder = Path(args.report_dir) / f"calibrate-{new_run_id()}"
-        write_json(folder / "records.json", {"records": run.records, "train_seconds": run.train_seconds,
-                                             "evaluate_seconds": run.evaluate_seconds, "subjects": run.subjects})
-        console.print(f"records: {folder / 'records.json'} (re-propose with --records)", markup=False, soft_wrap=True)
+        _save_records(console, Path(args.report_dir) / f"calibrate-{new_run_id()}", run)
     proposals = propose(run.records, suite)
     _print_proposals(console, proposals)
     out = Path(args.out) if args.out else (suite.calibration or
@@ -116,6 +118,30 @@ def calibrate_command(args: argparse.Namespace) -> int:
         console.print(f"{suite.path}: {len(changes)} threshold(s) changed" + "".join(f"\n  {c}" for c in changes),
                       markup=False, soft_wrap=True)
     return 0
+
+
+def _reevaluate(args, run, suite, families, defects, seeds, provider, console, *, split: str):
+    """``run`` with the records of ``--checks`` evaluated again on every subject of the selection."""
+    from harness.meta.run import population, replace_checks, run_population
+
+    ids = [c.strip() for c in args.checks.split(",") if c.strip()]
+    unknown = sorted(set(ids) - {c.id for c in suite.checks})
+    if unknown:
+        raise ValueError(f"--checks: {', '.join(unknown)} not in suite {suite.name!r}; its checks: "
+                         + ", ".join(c.id for c in suite.checks))
+    fresh = run_population(suite.only(ids), population(families, defects, seeds), provider, split=split,
+                           console=console, progress=not args.no_progress)
+    console.print(f"re-evaluated {', '.join(ids)} on {len(fresh.subjects)} subjects in {fresh.evaluate_seconds:.0f} s",
+                  markup=False, soft_wrap=True)
+    return replace_checks(run, fresh, ids)
+
+
+def _save_records(console, folder: Path, run) -> None:
+    from harness.meta.report import write_json
+
+    write_json(folder / "records.json", {"records": run.records, "train_seconds": run.train_seconds,
+                                         "evaluate_seconds": run.evaluate_seconds, "subjects": run.subjects})
+    console.print(f"records: {folder / 'records.json'} (re-propose with --records)", markup=False, soft_wrap=True)
 
 
 def _print_proposals(console, proposals) -> None:
@@ -151,6 +177,8 @@ def meta_command(args: argparse.Namespace) -> int:
         saved = json.loads(Path(args.records).read_text())
         run = PopulationRun("test", rejudge(reintend(saved["records"]), suite), saved.get("train_seconds", 0.0),
                             saved.get("evaluate_seconds", 0.0), saved.get("subjects", []))
+        if args.checks:
+            run = _reevaluate(args, run, suite, families, defects, seeds, provider, console, split="test")
     else:
         run = run_population(suite, population(families, defects, seeds), provider, split="test", console=console,
                              progress=not args.no_progress)

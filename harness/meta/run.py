@@ -103,3 +103,25 @@ def rejudge(records: list[dict[str, Any]], suite: Suite) -> list[dict[str, Any]]
         record.update(threshold=condition.threshold, gate_on=condition.gate_on, direction=condition.direction)
         out.append(record)
     return out
+
+
+def replace_checks(run: PopulationRun, fresh: PopulationRun, checks: Sequence[str]) -> PopulationRun:
+    """``run`` whose records of ``checks`` for the subjects of ``fresh`` are ``fresh``'s (subject order kept)."""
+    redone, wanted = set(fresh.subjects), set(checks)
+    new_by_subject: dict[str, list[dict[str, Any]]] = {}
+    for record in fresh.records:
+        new_by_subject.setdefault(record["subject"], []).append(record)
+    records, placed = [], set()
+    for record in run.records:
+        subject = record["subject"]
+        if subject in redone and record["check"] in wanted:
+            continue
+        records.append(record)
+        if subject in redone and subject not in placed:
+            placed.add(subject)
+            records.extend(new_by_subject.get(subject, []))
+    for subject in fresh.subjects:
+        if subject not in placed:
+            records.extend(new_by_subject.get(subject, []))
+    subjects = list(run.subjects) + [s for s in fresh.subjects if s not in set(run.subjects)]
+    return PopulationRun(run.split, records, run.train_seconds + fresh.train_seconds, run.evaluate_seconds, subjects)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +33,19 @@ import yaml
 from harness.checks.condition import Condition
 
 SUITE_KEYS = {"suite", "description", "defaults", "checks", "datasets", "calibration"}
-DEFAULT_KEYS = {"explainers", "n_boot", "seed", "max_images"}
-CHECK_KEYS = {"id", "check", "require", "severity", "explainers", "params", "overrides", "description"}
+DEFAULT_KEYS = {"explainers", "n_boot", "seed", "max_images", "regression_margin"}
+CHECK_KEYS = {"id", "check", "require", "severity", "explainers", "params", "overrides", "description",
+              "regression_margin"}
+#: The largest worsening against a ``--baseline`` run, in the check's own units, that is not a regression.
+DEFAULT_REGRESSION_MARGIN = 0.02
 OVERRIDE_KEYS = {"require", "severity", "params", "skip"}
 PROFILE_TARGETS = ("profile:cpu", "profile:gpu")
 FAMILY_TARGETS = ("family:cnn", "family:vit")  # convolutional networks / vision transformers
 CHECKPOINT_TARGET = "checkpoint:"  # an external --checkpoint, by the stem of its file name
 #: Parameters that name a perturbation, and whether it must be geometric (equivariance).
 PERTURBATION_PARAMS = {"perturbation": False, "transform": True}
+#: ``finding`` (multi-label models: the finding an item checks) is a parameter of every check.
+FINDING_PARAM = inspect.Parameter("finding", inspect.Parameter.KEYWORD_ONLY, annotation="str")
 #: Ranges of numeric parameters by name: (lowest, lowest allowed?, highest or None).
 RANGES: dict[str, tuple[float, bool, float | None]] = {
     "n_boot": (1, True, None), "seed": (0, True, None), "label_seed": (0, True, None),
@@ -71,6 +76,7 @@ class SuiteCheck:
     overrides: dict[str, dict[str, Any]]
     line: int
     description: str = ""
+    regression_margin: float = DEFAULT_REGRESSION_MARGIN  # see docs/baseline.md
 
     def for_model(self, model: str, architecture: str, profile: str = "",
                   family: str = "") -> tuple[Condition, dict[str, Any], bool]:
@@ -101,6 +107,11 @@ class Suite:
     description: str = ""
     datasets: tuple[str, ...] = ()  # the datasets the suite applies to (empty: any)
     calibration: Path | None = None  # the file its thresholds were calibrated from (``xai-harness calibrate``)
+
+    def only(self, ids) -> Suite:
+        """This suite with only the checks whose ids are in ``ids`` (suite order kept)."""
+        wanted = set(ids)
+        return replace(self, checks=[c for c in self.checks if c.id in wanted])
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -165,6 +176,8 @@ def _defaults(path: Path, raw: dict) -> dict:
     for key, kinds in (("n_boot", {"int"}), ("seed", {"int"}), ("max_images", {"int"})):
         if key in defaults:
             _check_value(path, _line(defaults, key), f"defaults key {key!r}", key, defaults[key], kinds)
+    if "regression_margin" in defaults:
+        _regression_margin(path, defaults, "defaults key 'regression_margin'")
     if "explainers" in defaults:
         _explainer_names(path, _line(defaults, "explainers"), defaults["explainers"])
     return defaults
@@ -233,8 +246,20 @@ def _parse_check(path: Path, entry: Any, defaults: dict) -> SuiteCheck:
             raise SuiteError(path, _line(o, "skip"), f"override {key!r}: 'skip' must be true or false, got {o['skip']!r}")
         _params(path, o, spec, _mapping(path, o, "params"))
         overrides[str(key)] = _strip(o)
+    margin = _regression_margin(path, entry, "check key 'regression_margin'") if "regression_margin" in entry \
+        else float(defaults.get("regression_margin", DEFAULT_REGRESSION_MARGIN))
     return SuiteCheck(check_id, name, condition, explainers, params, overrides, line,
-                      str(entry.get("description", spec.description)))
+                      str(entry.get("description", spec.description)), margin)
+
+
+def _regression_margin(path: Path, owner: dict, what: str) -> float:
+    """``owner["regression_margin"]``: a finite number >= 0, in the check's own units."""
+    value = owner["regression_margin"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise SuiteError(path, _line(owner, "regression_margin"), f"{what} must be a number >= 0 (the largest "
+                         f"worsening against a --baseline run, in the check's own units, that is not a "
+                         f"regression; default {DEFAULT_REGRESSION_MARGIN}), got {value!r}")
+    return float(value)
 
 
 def _mapping(path: Path, d: dict, key: str) -> dict:
@@ -265,11 +290,12 @@ def _params(path: Path, owner: dict, spec, params: dict) -> dict:
     written = owner.get("params") if isinstance(owner.get("params"), dict) else {}
     for key, value in params.items():
         line = _line(written, key) if key in written else _line(owner, "params")
-        if key not in signature:
+        if key not in signature and key != "finding":  # every check takes finding: runner.finding_context
             raise SuiteError(path, line, f"check {spec.name!r} has no parameter {key!r}; valid: "
-                             f"{', '.join(signature)}{_did_you_mean(key, signature)}")
+                             f"{', '.join(signature)}{_did_you_mean(key, signature)} (and 'finding', on "
+                             "multi-label models)")
         _check_value(path, line, f"parameter {key!r} of check {spec.name!r}", key, value,
-                     _kinds(signature[key].annotation))
+                     _kinds(signature.get(key, FINDING_PARAM).annotation))
         if key in PERTURBATION_PARAMS and isinstance(value, str):
             _perturbation(path, line, key, value, geometric=PERTURBATION_PARAMS[key])
     return params
