@@ -183,3 +183,15 @@ def test_replace_checks_swaps_only_the_reevaluated_checks_and_keeps_subject_orde
         ("a", "auroc", 1), ("a", "consistency", 20), ("b", "auroc", 3), ("b", "consistency", 40),
         ("c", "consistency", 5)]  # c was not re-evaluated: its record stays
     assert merged.subjects == ["a", "b", "c"] and merged.evaluate_seconds == 20.0
+
+
+def test_a_skipped_intended_cell_is_not_counted_as_missed():
+    """Guided Backprop cannot exist on a GELU network: its skip is neither caught nor missed."""
+    rec = lambda defect, family, verdict, intended=True: {  # noqa: E731
+        "subject": f"{family}_{defect}", "defect": defect, "family": family, "check": "rand", "explainer": "gradient",
+        "verdict": verdict, "role": "gate", "intended": intended, "value": 0.5, "ci_low": 0.4, "ci_high": 0.6,
+        "gate_on": "ci_high", "direction": "<=", "threshold": 0.7}
+    matrix = detection_matrix([rec("guided_backprop", "cnn", "fail"), rec("guided_backprop", "vit", "skip"),
+                               rec("healthy", "cnn", "pass", False)])
+    assert matrix["per_check"]["rand"]["intended_defects"] == 1
+    assert matrix["per_check"]["rand"]["missed"] == [] and matrix["per_check"]["rand"]["sensitivity"] == 1.0

@@ -54,7 +54,8 @@ def _worse(old: str | None, new: str) -> str:
 
 
 def _rates(check: str, cells, intended) -> dict[str, Any]:
-    meant = [k for k in cells if check in intended[k]]
+    # a skipped cell is a defect that cannot exist there (Guided Backprop on a GELU network): not meant
+    meant = [k for k in cells if check in intended[k] and cells[k].get(check) != "skip"]
     caught = [k for k in meant if cells[k].get(check) == "caught"]
     healthy = [k for k in cells if k[0] == "healthy" and check in cells[k]]
     false = [k for k in healthy if cells[k][check] == "caught"]
