@@ -206,7 +206,8 @@ class _Fitter:
                 metrics = self.run_epoch(lambda: bars.advance(batches), epoch)
                 if writer is not None:
                     writer.save_epoch(self.model, epoch, metrics)
-                    writer.save_resume(self.state(epoch, self.wall_before + time.perf_counter() - started))
+                    if epoch < self.recipe.epochs or self.recipe.ensemble_top_k:  # finish() drops it anyway
+                        writer.save_resume(self.state(epoch, self.wall_before + time.perf_counter() - started))
                 log.info("%s epoch %d: %s", self.entry.name, epoch, metrics)
                 bars.update(epochs, advance=1, status=f"val AUROC {metrics['val_auroc']:.3f}, "
                             f"loss {metrics['train_loss']:.3f}, {metrics['images_per_second']:.0f} img/s")
