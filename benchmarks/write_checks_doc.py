@@ -60,8 +60,8 @@ PROSE: dict[str, tuple[str, str]] = {
     "model_randomisation": ("Explainers that do not depend on the model's parameters: edge detectors, constant "
                             "maps, Guided Backprop (Adebayo et al. 2018).", "Noise: a map that changes with every "
                             "call 'passes' (Binder et al. 2023), so a pass is necessary, not sufficient; the random "
-                            "control beside it shows this. A constant map has no ranking: its Spearman similarity "
-                            "is undefined and the Spearman items miss it (SSIM, Grad-CAM only, catches it)."),
+                            "control beside it shows this. A map that did not change at all (equal, or constant "
+                            "before and after) scores 1.0, where Spearman alone would be undefined."),
     "data_randomisation": ("Explainers that show the same map for a model trained on permuted labels.", "As model "
                            "randomisation; needs the label-shuffled twin (trained on first use)."),
     "random_logit": ("Maps that do not depend on the explained class (Sixt et al. 2020).", "Cannot fail on a "
@@ -81,9 +81,11 @@ PROSE: dict[str, tuple[str, str]] = {
     "insertion": ("As deletion, restoring pixels onto a blurred image.", "Favours smooth maps: reported only."),
     "sparseness": ("Diffuse maps (Gini index).", "Whether the few pixels are the right ones."),
     "checkpoint_consistency": ("A run whose last two epochs explain differently, e.g. two seeds' models passed off "
-                               "as consecutive epochs.", "A run that converged on the wrong evidence; two seeds "
-                               "that converge alike (two DenseNet seeds agreed at ci_low 0.85 on test, above the "
-                               "0.771 threshold); needs the previous epoch's checkpoint."),
+                               "as consecutive epochs. Chance-corrected: what every map of the architecture shares "
+                               "(two DenseNet seeds agree at raw Spearman 0.86) does not count.", "A run that "
+                               "converged on the wrong evidence; a healthy run still settling in its last epoch "
+                               "(the weakest healthy models sit within 0.03 of the two-seed DenseNet pair); needs "
+                               "the previous epoch's checkpoint."),
     "seed_consistency": ("Explanations that describe the seed rather than the task.", "Needs another seed's model "
                          "(trained on first use)."),
     "artifact_attribution": ("Heat on a known artifact's pixels (outside the lesion) relative to a uniform map.",
@@ -93,6 +95,12 @@ PROSE: dict[str, tuple[str, str]] = {
                          "counterfactual; unknown artifacts."),
     "artifact_addition": ("A model whose prediction rises when a known artifact is added to healthy patients.",
                           "As artifact removal."),
+    "shift_auroc_drop": ("A model whose AUROC falls when the same patients are imaged differently (another "
+                         "scanner's contrast, blur and noise: seed 001's out-of-distribution gap).", "Only the shift "
+                         "it is given; a real site change can differ; no defect in the meta run targets it."),
+    "adversarial_auroc_drop": ("A model whose AUROC collapses under one FGSM step (Goodfellow et al. 2015; seed "
+                               "001's adversarial-robustness gap).", "One-step attacks only: robustness to stronger "
+                               "attacks (PGD) is not shown; no defect in the meta run targets it."),
     "decorrelated_auroc_drop": ("A model whose AUROC falls when the artifacts stop tracking the label.", "Needs a "
                                 "decorrelated split; a weak shortcut within the CI."),
     "outside_anatomy_attribution": ("Maps that point outside the lungs or at the image border more than a uniform "
