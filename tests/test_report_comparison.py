@@ -39,3 +39,22 @@ def test_single_model_runs_have_no_comparison_section():
     assert compare_models(recs) == []
     summary = render_summary({"run_id": "r", "created": "now", "meta": {}, "records": [], "comparisons": []})
     assert "Across models" not in summary
+
+
+def test_parameters_vs_auroc_is_spearman_over_the_run_models():
+    """Seed 004: parameter count vs AUROC across architectures, against scipy."""
+    from scipy.stats import spearmanr
+
+    from harness.models.architectures import parameter_count
+    from harness.report.comparison import parameters_vs_auroc, render_parameters_vs_auroc
+
+    archs = {"a": ("resnet18", 0.91), "b": ("resnet50", 0.88), "c": ("densenet121", 0.93), "d": ("vgg16", 0.80)}
+    records = [{"check": "auroc", "explainer": "-", "model": m, "architecture": arch, "value": v}
+               for m, (arch, v) in archs.items()]
+    entry = parameters_vs_auroc(records)
+    params = [parameter_count(archs[m][0]) for m in sorted(archs)]
+    expected = spearmanr(params, [archs[m][1] for m in sorted(archs)])
+    assert entry["models"] == sorted(archs) and entry["parameters"] == params
+    assert abs(entry["rho"] - expected.statistic) < 1e-12 and abs(entry["p"] - expected.pvalue) < 1e-9
+    assert "rho = " in render_parameters_vs_auroc(entry)
+    assert parameters_vs_auroc(records[:2]) is None  # fewer than 3 models: no correlation

@@ -1,4 +1,5 @@
-"""Across models: one-way ANOVA + Tukey HSD of per-image localisation values, and Spearman of accuracy vs localisation.
+"""Across models: one-way ANOVA + Tukey HSD of per-image localisation values, Spearman of accuracy vs
+localisation, and Spearman of parameter count vs AUROC.
 
 Seed 000 compares DiffGradCAM across architectures with ANOVA and Tukey post-hoc (p < 0.05) and finds
 that accuracy and localisation are not in sync; seed 004 correlates quantities across architectures
@@ -39,6 +40,34 @@ def compare_models(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
             entry["spearman_vs_auroc"] = {"models": models, **corr.to_dict()}
         out.append(entry)
     return out
+
+
+def parameters_vs_auroc(records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Seed 004 (CheXtransfer): Spearman's rho of parameter count vs AUROC across the run's models
+    (at least 3 with an ``auroc`` record and a known architecture), else None."""
+    from harness.metrics.comparison import spearman_correlation
+    from harness.models.architectures import ARCHITECTURES, parameter_count
+
+    models: dict[str, tuple[str, float]] = {}
+    for r in records:
+        if r.get("check") == "auroc" and r.get("explainer") == "-" and r.get("value") is not None:
+            if r.get("architecture") in ARCHITECTURES:
+                models[r["model"]] = (r["architecture"], float(r["value"]))
+    if len(models) < 3:
+        return None
+    names = sorted(models)
+    params = [parameter_count(models[m][0]) for m in names]
+    corr = spearman_correlation([float(p) for p in params], [models[m][1] for m in names])
+    return {"models": names, "parameters": params, "auroc": [models[m][1] for m in names], **corr.to_dict()}
+
+
+def render_parameters_vs_auroc(entry: Mapping[str, Any] | None) -> str:
+    if not entry:
+        return ""
+    pairs = ", ".join(f"{m} {p / 1e6:.1f}M / {a:.3f}" for m, p, a in zip(entry["models"], entry["parameters"],
+                                                                          entry["auroc"]))
+    return (f"Spearman's rho between parameter count and AUROC (seed 004): rho = {entry['rho']:.2f}, "
+            f"p = {entry['p']:.3g} over {len(entry['models'])} models ({pairs}).")
 
 
 def render_comparisons(comparisons: list[Mapping[str, Any]]) -> str:

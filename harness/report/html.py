@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from harness.atomic import atomic_write_text
-from harness.report.comparison import compare_models
+from harness.report.comparison import compare_models, render_parameters_vs_auroc
 from harness.report.formatting import (
     FAILING_VERDICTS,
     MISSING,
@@ -260,8 +260,9 @@ def _across_models(runs: Sequence[RunSource], columns: list[_Column]) -> str:
         except Exception:  # noqa: BLE001
             log.warning("could not compare the merged runs' models", exc_info=True)
             comparisons = []
+    size = render_parameters_vs_auroc(runs[0][1].get("parameters_vs_auroc")) if len(runs) == 1 else ""
     if not comparisons:
-        return ""
+        return f"<h2>Across models</h2>\n<p>{esc(size)}</p>" if size else ""
     rows = []
     for c in comparisons:
         a = c["anova"]
@@ -275,7 +276,7 @@ def _across_models(runs: Sequence[RunSource], columns: list[_Column]) -> str:
     return ("<h2>Across models</h2>\n<p>One-way ANOVA of the per-image values, Tukey HSD for each pair "
             "(alpha 0.05); Spearman's rho between AUROC and the localisation value across models.</p>\n"
             + table(("check", "explainer", "models (mean)", "F", "p", "pairs that differ", "vs AUROC"), rows,
-                    numeric=(3, 4)))
+                    numeric=(3, 4)) + (f"\n<p>{esc(size)}</p>" if size else ""))
 
 
 def render_baseline(baseline: Any, run_id: str) -> str:

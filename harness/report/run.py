@@ -25,7 +25,7 @@ from harness.report.results_file import (
     new_run_id,
     utc_now_iso,
 )
-from harness.report.comparison import compare_models
+from harness.report.comparison import compare_models, parameters_vs_auroc
 from harness.report.baseline import BASELINE_KEY, baseline_entries
 from harness.report.html import write_html_report
 from harness.report.summary import render_summary
@@ -196,6 +196,7 @@ class RunWriter:
             if session is not None:
                 self._document["session"] = dict(session)
             self._document["comparisons"] = _comparisons(self._document["records"])
+            self._document["parameters_vs_auroc"] = _parameters_vs_auroc(self._document["records"])
             baseline = baseline_entries(self._document["records"])  # --baseline: one entry per compared record
             if baseline:
                 self._document[BASELINE_KEY] = baseline
@@ -241,6 +242,14 @@ class RunWriter:
 
     def _write_results(self) -> None:
         atomic_write_json(self.results_path, self._document)
+
+
+def _parameters_vs_auroc(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    try:
+        return parameters_vs_auroc(records)
+    except Exception:  # noqa: BLE001
+        log.exception("could not correlate parameter counts with AUROC")
+        return None
 
 
 def _comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

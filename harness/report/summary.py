@@ -6,7 +6,7 @@ import json
 from typing import Any, Iterable, Mapping
 
 from harness.report.baseline import render_baseline_markdown
-from harness.report.comparison import render_comparisons
+from harness.report.comparison import render_comparisons, render_parameters_vs_auroc
 from harness.report.formatting import (
     FAILING_VERDICTS,
     MISSING,
@@ -59,6 +59,9 @@ def render_summary(document: Mapping[str, Any]) -> str:
     across = render_comparisons(document.get("comparisons") or [])
     if across:
         parts.append(across)
+    size = render_parameters_vs_auroc(document.get("parameters_vs_auroc"))
+    if size:
+        parts.append(("" if across else "## Across models\n\n") + size)
     against = render_baseline_markdown(document)  # --baseline: candidate vs baseline per check
     if against:
         parts.append(against)
