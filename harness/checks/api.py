@@ -16,13 +16,13 @@ from harness.checks.condition import Condition
 from harness.explain.context import ModelContext
 from harness.checks.registry import Measurement, get_check
 from harness.checks.result import CheckResult, Verdict
-from harness.checks.runner import run_check
+from harness.checks.runner import finding_context, run_check
 
 
 def check_params(check: str, params: dict[str, Any]) -> None:
     """Raise a clear ``TypeError`` naming the valid parameters when ``params`` has an unknown key."""
     valid = [p for p in inspect.signature(get_check(check).fn).parameters if p not in ("ctx", "explainer")]
-    unknown = sorted(set(params) - set(valid))
+    unknown = sorted(set(params) - set(valid) - {"finding"})  # finding: every check (multi-label models)
     if unknown:
         raise TypeError(f"check {check!r} has no parameter {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
 
@@ -33,6 +33,7 @@ def measure(check: str, ctx: ModelContext, explainer: str | None = None, **param
     check_params(check, params)
     if spec.needs_explainer and not explainer:
         raise TypeError(f"check {check!r} needs an explainer, e.g. measure({check!r}, ctx, 'gradcam')")
+    ctx, params = finding_context(ctx, spec, params)
     return spec.fn(ctx, explainer, **params)
 
 

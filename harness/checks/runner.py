@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import traceback
 from typing import Any
@@ -23,6 +24,7 @@ def run_check(ctx: ModelContext, *, suite: str, check_id: str, check: str, expla
     condition is reported, never a gate.
     """
     spec = get_check(check)
+    ctx, params = finding_context(ctx, spec, params)
     seed = int(params.get("seed", 0))
     is_control = bool(explainer) and ctx.explainer(explainer).is_control
     role = "control" if is_control else ("reported" if condition.severity == "warn" else "gate")
@@ -46,6 +48,19 @@ def run_check(ctx: ModelContext, *, suite: str, check_id: str, check: str, expla
     return CheckResult(metric=m.metric, value=m.value, ci_low=m.ci_low, ci_high=m.ci_high, verdict=verdict,
                        n=m.n, n_patients=m.n_patients, message=message, details=m.details,
                        reference={"kind": spec.reference, **m.reference}, **base)
+
+
+def finding_context(ctx: ModelContext, spec, params: dict[str, Any]) -> tuple[ModelContext, dict[str, Any]]:
+    """A suite item's ``finding`` parameter (multi-label models): the check runs on the model checked on
+    that finding (its scores, maps and masks), so one suite can gate every finding without ``--finding``;
+    a check with a ``finding`` parameter of its own also receives it (it alone reads it on binary models)."""
+    if "finding" not in params:
+        return ctx, params
+    own = "finding" in inspect.signature(spec.fn).parameters
+    if own and not ctx.multilabel:
+        return ctx, params
+    return ctx.for_finding(str(params["finding"])), params if own else {k: v for k, v in params.items()
+                                                                        if k != "finding"}
 
 
 def judge_control(verdict: Verdict, message: str) -> tuple[Verdict, str]:

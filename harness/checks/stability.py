@@ -58,8 +58,10 @@ def _stability(ctx: ModelContext, explainer: str, change: Perturbation, similari
     images = ctx.images(split)[idx]
     perturbed = change.apply(images, torch.Generator().manual_seed(seed))
     before = change.warp(ctx.maps(explainer, split)[idx])
-    after = explain_batched(ctx.model, ctx.explainer(explainer), perturbed, ctx.batch_size)
-    kept = (ctx.scores(split)[idx] >= 0.5) == (predict_probs(ctx.model, perturbed, ctx.batch_size) >= 0.5)
+    after = explain_batched(ctx.model, ctx.explainer(explainer), perturbed, ctx.batch_size, target=ctx.target_class)
+    p_after = predict_probs(ctx.model, perturbed, ctx.batch_size)
+    p_after = p_after[:, ctx.target_class] if p_after.ndim == 2 else p_after  # multi-label: the checked finding
+    kept = (ctx.scores(split)[idx] >= 0.5) == (p_after >= 0.5)
     require_kept(int(kept.sum()), idx.numel(), min_kept, repr(change))
     sims = similarity_fn(similarity)(before, after)[kept]
     boot = patient_ci(ctx, split, idx[kept], sims, n_boot, seed)

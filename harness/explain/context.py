@@ -163,6 +163,22 @@ class ModelContext:
             self._memo[key] = compute()
         return self._memo[key]
 
+    def for_finding(self, finding: str) -> ModelContext:
+        """This model checked on another finding (a suite item's ``finding`` parameter), made once.
+
+        The sibling shares the data and predictions (they do not depend on the finding) but keeps its
+        own maps, memo and explainers, which do. ``finding`` must be one of the dataset's findings.
+        """
+        if not self.multilabel:
+            raise ValueError(f"model {self.name!r} is not multi-label: drop the 'finding' parameter")
+        data = self.dataset("test")
+        finding = data.finding_names[data.finding_index(finding)]  # an unknown name raises, listing the findings
+        if self.finding is not None and data.finding_index(self.finding) == data.finding_names.index(finding):
+            return self
+        return self.memo(("for_finding", finding), lambda: ModelContext(
+            self.name, self.model, self.manifest, self.twins, self.max_images, self.batch_size, finding, self.seed,
+            _datasets=self._datasets, _probs=self._probs))
+
     def explainer(self, name: str) -> Explainer:
         """This model's instance of explainer ``name`` (controls seeded with the run seed)."""
         if name not in self.explainers:

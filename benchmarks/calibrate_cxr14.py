@@ -1,0 +1,191 @@
+"""Calibrate suites/cxr14.yaml's gates on the calib split of healthy multi-label zoo models.
+
+``xai-harness calibrate`` needs a healthy population and a defect zoo of the suite's dataset; the
+defect zoo is binary (synth-cxr), so for the multi-label suite this script measures every gated
+item of the suite on the healthy model(s) only and sets each threshold beyond the worst healthy
+value by 10% of it (at least 0.01; the rule of ``harness.meta.calibrate`` when no defect separates),
+rounded to 3 decimals in the passing direction of the healthy model. Nothing shows yet that these
+gates catch a defect: the calibration file says so per gate (``defects: {}``).
+
+The calib split is the ``test`` split of a second synth-cxr14 world whose seed is derived from the
+model's dataset seed as for synth-cxr's ``calib`` split (``harness.data.splits.calibration_world``):
+other patients than every verdict's ``test`` (``test_decorrelated`` likewise becomes that world's).
+
+Run from the repository root (the model trains on first use; about 2 minutes on 2 CPU cores):
+
+    .venv/bin/python benchmarks/calibrate_cxr14.py --profile cpu            # writes calibration/cxr14_cpu.json
+    .venv/bin/python benchmarks/calibrate_cxr14.py --profile cpu --apply    # ... and the thresholds into the suite
+    .venv/bin/python benchmarks/calibrate_cxr14.py --records FILE --apply   # propose again from saved values
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+
+from harness.meta.calibrate import MIN_BUFFER, RELATIVE_BUFFER  # noqa: E402
+
+SUITE = Path(__file__).resolve().parents[1] / "suites" / "cxr14.yaml"
+HEALTHY = ("densenet121_minus2_chextransfer",)
+#: Registered checks whose value lies in [0, 1]: a threshold at a bound cannot fail (see ``propose``).
+BOUNDED = {"auroc", "macro_auroc", "f1", "fpr", "fnr", "calibration", "subgroup_gap", "pointing_game",
+           "localisation_auc"}
+#: Chance-corrected similarities (0 = chance): a floor at or below 0 accepts chance-level maps.
+CHANCE_CORRECTED = {"checkpoint_consistency", "seed_consistency"}
+RULE = (f"no defect population yet: the threshold lies beyond the worst healthy value on the calib split by "
+        f"{RELATIVE_BUFFER:.0%} of it (at least {MIN_BUFFER}), rounded to 3 decimals towards passing the healthy "
+        "model(s); healthy_margin = worst healthy value minus the threshold, in the passing direction")
+
+
+def calib_context(session: Any, model: str, suite: Any) -> Any:
+    """The model's context on its calib world: the same model, its twins, another world's patients."""
+    from harness.data.splits import calibration_world
+    from harness.explain.context import ModelContext
+
+    ctx = session.context(model, suite)
+    spec = ctx.manifest["dataset"]
+    world_seed, _, _ = calibration_world("calib", int(spec.get("options", {}).get("seed", 0)))
+    manifest = {**ctx.manifest, "dataset": {**spec, "options": {**spec.get("options", {}), "seed": world_seed}}}
+    return ModelContext(model, ctx.model, manifest, ctx.twins, None, ctx.batch_size, seed=ctx.seed), world_seed
+
+
+def measure(suite: Any, models: tuple[str, ...], profile: str | None, checkpoint_dir: str | None) -> list[dict]:
+    """One record per gated (check, explainer) of ``suite`` and healthy model, on the calib world."""
+    from harness.checks.registry import get_check
+    from harness.checks.runner import error_result, run_check
+    from harness.explain import EXPLAINERS, list_explainers
+    from harness.session import HarnessSession
+
+    list_explainers()
+    session = HarnessSession(profile=profile, checkpoint_dir=checkpoint_dir)
+    records = []
+    for model in models:
+        ctx, world_seed = calib_context(session, model, suite)
+        profile_name = str(ctx.manifest.get("profile", ""))
+        for check in suite.checks:
+            condition, params, skip = check.for_model(model, ctx.architecture, profile_name, ctx.family)
+            if skip or condition.severity != "fail":
+                continue
+            for explainer in check.explainers:
+                name = None if explainer == "-" else explainer
+                if name is not None and EXPLAINERS.meta(name).get("is_control"):
+                    continue  # controls judge the condition, not the model
+                started = time.perf_counter()
+                try:
+                    result = run_check(ctx, suite=suite.name, check_id=check.id, check=check.check, explainer=name,
+                                       params=params, condition=condition)
+                except Exception as err:  # noqa: BLE001  (an error record, as in a suite run)
+                    result = error_result(suite=suite.name, model=model, architecture=ctx.architecture,
+                                          explainer=name, check_id=check.id, category=get_check(check.check).category,
+                                          condition=condition, error=err)
+                records.append({"check": check.id, "registered": check.check, "subject": model,
+                                "explainer": explainer, "value": _number(result.value),
+                                "ci_low": _number(result.ci_low), "ci_high": _number(result.ci_high), "verdict": result.verdict.value, "n": result.n,
+                                "message": result.message, "world_seed": world_seed,
+                                "seconds": round(time.perf_counter() - started, 2)})
+                print(f"{check.id:45s} {explainer:10s} {result.verdict.value:5s} ci [{result.ci_low:.3f}, "
+                      f"{result.ci_high:.3f}] ({records[-1]['seconds']}s)", flush=True)  # progress of a script
+    return records
+
+
+def propose(suite: Any, records: list[dict]) -> list[dict]:
+    """Per gated check: the healthy values, the threshold beyond the worst of them and its margin."""
+    out = []
+    for check in suite.checks:
+        if check.condition.severity != "fail":
+            continue
+        gate_on, direction = check.condition.gate_on, check.condition.direction
+        healthy = {f"{r['subject']}/{r['explainer']}".removesuffix("/-"): r[gate_on] for r in records
+                   if r["check"] == check.id and _finite(r[gate_on])}
+        entry = {"check": check.id, "registered": check.check, "gate_on": gate_on, "direction": direction,
+                 "current": check.condition.threshold, "healthy": healthy, "defects": {}, "defect_margin": None,
+                 "separates": False}
+        if not healthy:
+            problems = sorted({r["message"] for r in records if r["check"] == check.id})
+            out.append({**entry, "proposed": check.condition.threshold, "healthy_margin": None,
+                        "note": "no healthy value: threshold kept; " + "; ".join(problems)})
+            continue
+        sign = 1.0 if direction == ">=" else -1.0
+        worst = min(sign * v for v in healthy.values())
+        threshold = worst - max(MIN_BUFFER, RELATIVE_BUFFER * abs(worst))
+        proposed = sign * math.floor(round(threshold * 1000, 6)) / 1000  # 3 decimals, towards passing
+        vacuous = _cannot_fail(check.check, direction, proposed)
+        out.append({**entry, "proposed": round(proposed, 3), "healthy_margin": round(worst - sign * proposed, 4),
+                    "vacuous": vacuous, "note": "no defect evidence yet: beyond the worst healthy value" + (
+                        "; the threshold lies at the metric's bound or accepts chance level, so it cannot fail "
+                        "meaningfully: the item is reported (severity warn)" if vacuous else "")})
+    return out
+
+
+def _cannot_fail(registered: str, direction: str, threshold: float) -> bool:
+    """Whether a threshold lies at or beyond the bound of a metric that lives in [0, 1] (it can never fail),
+    or accepts chance level (a chance-corrected similarity at or below 0)."""
+    if registered in CHANCE_CORRECTED:
+        return direction == ">=" and threshold <= 0.0
+    if registered not in BOUNDED:
+        return False
+    return threshold <= 0.0 if direction == ">=" else threshold >= 1.0
+
+
+def _number(x: float) -> float | None:
+    """A finite float, or None (JSON has no NaN)."""
+    return float(x) if _finite(x) else None
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from harness.meta.report import SCHEMA, machine, write_json
+    from harness.suites import load_suite
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", default=str(SUITE))
+    parser.add_argument("--models", default=",".join(HEALTHY), help="healthy zoo models (comma-separated)")
+    parser.add_argument("--profile", choices=("cpu", "gpu"), default=None)
+    parser.add_argument("--checkpoint-dir", default=None)
+    parser.add_argument("--records", help="propose from the records of an earlier run instead of measuring again")
+    parser.add_argument("--out", help="calibration file (default: the file the suite cites)")
+    parser.add_argument("--apply", action="store_true", help="also write the thresholds into the suite file")
+    args = parser.parse_args(argv)
+    suite = load_suite(args.suite, calibrating=True)
+    models = tuple(m for m in args.models.split(",") if m)
+    started = time.perf_counter()
+    if args.records:  # the measurements of an earlier run (its machine and time), proposed again
+        saved = json.loads(Path(args.records).read_text())
+        records, models, profile = saved["records"], tuple(saved["population"]["healthy"]), saved["profile"]
+        measured_on, seconds = saved["machine"], saved["seconds"]["evaluation"]
+    else:
+        records = measure(suite, models, args.profile, args.checkpoint_dir)
+        profile = args.profile or ("gpu" if __import__("torch").cuda.is_available() else "cpu")
+        measured_on, seconds = machine(), round(time.perf_counter() - started)
+    checks = propose(suite, records)
+    out = Path(args.out) if args.out else (suite.calibration or SUITE.parent / "calibration" / f"cxr14_{profile}.json")
+    write_json(out, {
+        "schema": SCHEMA, "suite": suite.name, "profile": profile,
+        "split": "calib (the test split of a second synth-cxr14 world, seed from calibration_world: patients "
+                 "disjoint from every verdict's test split)",
+        "population": {"healthy": list(models), "defects": []}, "machine": measured_on,
+        "seconds": {"evaluation": seconds}, "rule": RULE,
+        "script": "benchmarks/calibrate_cxr14.py", "checks": checks, "records": records,
+    })
+    print(f"calibration written to {out}")
+    if args.apply:
+        from harness.meta.apply import apply_thresholds
+
+        changes = apply_thresholds(suite.path, {c["check"]: (c["gate_on"], c["direction"], c["proposed"])
+                                                for c in checks})
+        print(f"{suite.path}: {len(changes)} threshold(s) changed" + "".join(f"\n  {c}" for c in changes))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,245 @@
+"""suites/cxr14.yaml (seeds 001, 002, 004): it loads, names only what exists, every finding gets every item the
+seeds ask for, every gate cites its calibration, it applies to the multi-label zoo only; and the per-item
+``finding`` parameter it relies on (checks, maps, masks and class-averaged overlays of that finding). No training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from harness.checks.registry import get_check
+from harness.checks.runner import finding_context
+from harness.data.world14 import FINDINGS
+from harness.explain import EXPLAINERS, list_explainers
+from harness.explain.context import ModelContext
+from harness.models.testing import install_toy
+from harness.plugin.items import _not_applicable
+from harness.suites import SuiteError, load_suite
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE = REPO / "suites" / "cxr14.yaml"
+HEALTHY = "densenet121_minus2_chextransfer"
+#: What every finding must get (id prefix -> registered check), from the issue and seed 001's confessed gaps.
+PER_FINDING = {
+    "performance_auroc": "auroc", "performance_f1": "f1", "performance_fpr": "fpr", "performance_fnr": "fnr",
+    "calibration": "calibration", "subgroup_sex": "subgroup_gap", "subgroup_age": "subgroup_gap",
+    "shift_acquisition": "shift_auroc_drop", "shift_decorrelated": "decorrelated_auroc_drop",
+    "adversarial_fgsm": "adversarial_auroc_drop", "localisation_pointing_game": "pointing_game",
+    "localisation_map_auc": "localisation_auc", "randomisation_cascading": "model_randomisation",
+    "randomisation_logit": "random_logit", "stability_noise": "perturbation_stability",
+    "checkpoint_consistency": "checkpoint_consistency", "shortcut_border_gradient": "outside_anatomy_attribution",
+}
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return load_suite(SUITE)
+
+
+@pytest.fixture(scope="module")
+def calibration(suite):
+    return json.loads(suite.calibration.read_text())
+
+
+def test_the_suite_loads_applies_to_synth_cxr14_and_cites_its_calibration(suite):
+    assert suite.name == "cxr14" and suite.datasets == ("synth-cxr14",)
+    assert suite.calibration == (REPO / "suites" / "calibration" / "cxr14_cpu.json").resolve()
+
+
+def test_every_check_explainer_and_parameter_it_names_exists(suite):
+    list_explainers()
+    for check in suite.checks:
+        spec = get_check(check.check)  # raises on an unknown name
+        accepted = set(spec.fn.__code__.co_varnames[: spec.fn.__code__.co_argcount + spec.fn.__code__.co_kwonlyargcount])
+        assert set(check.params) - {"n_boot", "seed"} <= accepted | {"finding"}, check.id
+        assert all(e == "-" or e in EXPLAINERS for e in check.explainers), check.id
+        for target in check.overrides:
+            assert target.startswith(("profile:", "family:")) or target in {HEALTHY}, (check.id, target)
+
+
+def test_every_finding_gets_every_item_the_seeds_ask_for(suite):
+    by_id = {c.id: c for c in suite.checks}
+    assert by_id["performance_macro_auroc"].check == "macro_auroc"
+    for finding in FINDINGS:
+        for prefix, registered in PER_FINDING.items():
+            check = by_id.get(f"{prefix}_{finding}")
+            assert check is not None, f"{prefix}_{finding} missing"
+            assert check.check == registered and check.params["finding"] == finding
+    assert {c.params.get("finding") for c in suite.checks} == {None, *FINDINGS}
+    ages = [c for c in suite.checks if c.check == "subgroup_gap" and c.params["attribute"] == "age"]
+    assert len(ages) == len(FINDINGS)
+
+
+def test_every_calibrated_item_cites_its_threshold_from_the_calib_split_and_none_gates_yet(suite, calibration):
+    """Provisional suite: one healthy model's calibration did not hold on test (20 of 88 gates failed it), so
+    every item is reported only; the thresholds still come from the calib split and are cited."""
+    cited = {entry["check"]: entry for entry in calibration["checks"]}
+    assert calibration["suite"] == "cxr14" and calibration["profile"] == "cpu"
+    assert calibration["split"].startswith("calib") and HEALTHY in calibration["population"]["healthy"]
+    assert all(c.condition.severity == "warn" for c in suite.checks), "provisional: no item may gate yet"
+    calibrated = [c for c in suite.checks if c.id in cited]
+    assert len(calibrated) > 60
+    for check in calibrated:
+        entry = cited[check.id]
+        assert (entry["gate_on"], entry["direction"]) == (check.condition.gate_on, check.condition.direction)
+        assert entry["proposed"] == check.condition.threshold, check.id
+        assert entry["healthy"], f"{check.id}: no healthy value behind its threshold"
+        sign = 1 if check.condition.direction == ">=" else -1
+        assert all(sign * (v - check.condition.threshold) > 0 for v in entry["healthy"].values()), check.id
+    assert set(cited) <= {c.id for c in suite.checks}, "the calibration file cites checks the suite does not have"
+
+
+def test_it_applies_to_the_multilabel_zoo_and_the_pneumothorax_suite_to_the_binary_one(suite):
+    pneumothorax = load_suite(REPO / "suites" / "pneumothorax.yaml")
+    for model in ("densenet121_minus2_chextransfer", "densenet121_chextransfer", "resnet50_cxr14"):
+        assert _not_applicable(suite, model) == ""
+        assert "applies to datasets synth-cxr, siim-acr" in _not_applicable(pneumothorax, model)
+    assert _not_applicable(pneumothorax, "resnet18") == ""
+    assert _not_applicable(suite, "resnet18") == ("suite 'cxr14' applies to datasets synth-cxr14; resnet18 is trained "
+                                                  "on synth-cxr")
+
+
+def _pytest(pytester: pytest.Pytester, tmp_path: Path, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider", "--report-dir", str(tmp_path / "reports"),
+                                        "--profile", "cpu", *args)
+
+
+def test_pytest_suites_runs_each_suite_for_its_own_models_and_skips_the_other(pytester, tmp_path, monkeypatch):
+    monkeypatch.setenv("XAI_HARNESS_CHECKPOINTS", str(tmp_path / "ckpt"))
+    suites = str(REPO / "suites")
+    listed = _pytest(pytester, tmp_path, suites, "--model", f"{HEALTHY},resnet18", "--collect-only", "-q").stdout.str()
+    assert f"cxr14.yaml::performance_auroc_nodule[{HEALTHY}]" in listed
+    assert f"cxr14.yaml::localisation_pointing_game_effusion[{HEALTHY}-gradcam]" in listed
+    assert f"pneumothorax.yaml::pneumothorax[{HEALTHY}]" in listed  # one skip item, never its checks
+    assert f"pneumothorax.yaml::performance_auroc[{HEALTHY}]" not in listed
+    assert "cxr14.yaml::cxr14[resnet18]" in listed and "pneumothorax.yaml::performance_auroc[resnet18]" in listed
+    skipped = _pytest(pytester, tmp_path, f"{suites}/pneumothorax.yaml::pneumothorax[{HEALTHY}]",
+                      f"{suites}/cxr14.yaml::cxr14[resnet18]", "--model", f"{HEALTHY},resnet18", "-rs")
+    skipped.assert_outcomes(skipped=2)
+    skipped.stdout.fnmatch_lines([f"*suite 'pneumothorax' applies to datasets synth-cxr, siim-acr, burned-token; "
+                                  f"{HEALTHY} is trained on synth-cxr14*",
+                                  "*suite 'cxr14' applies to datasets synth-cxr14; resnet18 is trained on synth-cxr*"])
+
+
+def test_model_all_collects_both_suites(pytester, tmp_path, monkeypatch):
+    monkeypatch.setenv("XAI_HARNESS_CHECKPOINTS", str(tmp_path / "ckpt"))
+    listed = _pytest(pytester, tmp_path, str(REPO / "suites"), "--model", "all", "--collect-only", "-q").stdout.str()
+    assert f"cxr14.yaml::performance_macro_auroc[{HEALTHY}]" in listed
+    assert "pneumothorax.yaml::performance_auroc[resnet18]" in listed
+    assert "cxr14.yaml::cxr14[resnet18]" in listed and f"pneumothorax.yaml::pneumothorax[{HEALTHY}]" in listed
+
+
+# --- the per-item `finding` parameter the suite relies on, on a toy multi-label model with known maps
+
+
+class HalfReader(nn.Module):
+    """Multi-label: finding 0 (``disk``) sums the left half of the image, finding 1 (``bar``) the right half,
+    so the gradient map of each finding is exactly its half."""
+
+    img_size, num_classes, multilabel = 32, 2, True
+
+    def __init__(self) -> None:
+        super().__init__()
+        weights = torch.zeros(2, 1, 32, 32)
+        weights[0, :, :, :16], weights[1, :, :, 16:] = 1.0, 1.0
+        self.weights = nn.Parameter(weights)
+
+    def forward(self, x):
+        return torch.einsum("bchw,kchw->bk", x, self.weights) / 100 - 2.0
+
+
+@pytest.fixture
+def toy():
+    install_toy()
+    manifest = {"architecture": "test_resnet", "img_size": 32, "seed": 0,
+                "dataset": {"name": "toy-multilabel", "options": {"n": 48}}}
+    return ModelContext("toy_ml", HalfReader().eval(), manifest, batch_size=16)
+
+
+def test_a_finding_parameter_checks_that_finding_and_shares_the_predictions(toy):
+    bar = toy.for_finding("bar")
+    assert bar is toy.for_finding("bar") and bar.target_class == 1 and bar._probs is toy._probs
+    maps = {f: toy.for_finding(f).maps("gradient", "test") for f in ("disk", "bar")}
+    assert torch.all(maps["disk"][..., :16] == 0.01) and torch.all(maps["disk"][..., 16:] == 0)
+    assert torch.all(maps["bar"][..., 16:] == 0.01) and torch.all(maps["bar"][..., :16] == 0)
+    assert torch.equal(bar.lesion_masks("test"), toy.dataset("test").lesion_masks[:, 1:2])
+    assert torch.equal(bar.scores("test"), toy.probs("test")[:, 1])
+
+
+def test_a_check_with_its_own_finding_parameter_reads_it_any_other_runs_on_the_finding(toy):
+    ctx, params = finding_context(toy, get_check("auroc"), {"finding": "bar", "n_boot": 10})
+    assert ctx is toy.for_finding("bar") and params == {"finding": "bar", "n_boot": 10}
+    binary = ModelContext("b", HalfReader(), toy.manifest)
+    binary.model.multilabel = False
+    assert finding_context(binary, get_check("auroc"), {"finding": "bar"}) == (binary, {"finding": "bar"})
+    ctx, params = finding_context(toy, get_check("pointing_game"), {"finding": "bar", "n_boot": 10})
+    assert ctx.finding == "bar" and params == {"n_boot": 10}
+
+
+def test_an_unknown_finding_or_a_binary_model_is_a_clear_error(toy):
+    with pytest.raises(KeyError, match="disk"):
+        toy.for_finding("nodule")
+    binary = ModelContext("b", HalfReader(), toy.manifest)
+    binary.model.multilabel = False
+    with pytest.raises(ValueError, match="not multi-label: drop the 'finding' parameter"):
+        binary.for_finding("disk")
+
+
+def test_the_session_draws_overlays_and_class_averages_per_finding(toy, tmp_path):
+    from harness.session import HarnessSession
+
+    path = tmp_path / "ml.yaml"
+    path.write_text("suite: ml\nchecks:\n" + "".join(
+        f"  - id: pointing_{f}\n    check: pointing_game\n    explainers: [gradient]\n    require: ci_low >= 0.0\n"
+        f"    params: {{finding: {f}, n_boot: 10}}\n" for f in ("disk", "bar")))
+    ml = load_suite(path)
+    session = HarnessSession(profile="cpu", checkpoint_dir=str(tmp_path / "ckpt"))
+    session.add_context(toy)
+    results = [session.run_item(ml, check, "toy_ml", "gradient") for check in ml.checks]
+    assert [r.verdict.value for r in results] == ["pass", "pass"]
+    data = toy.dataset("test")
+    for k, result in enumerate(results):  # chance = the lesion area fraction of that finding's positives
+        area = data.lesion_masks[:, k][data.labels[:, k] == 1].float().mean()
+        assert result.reference["value"] == pytest.approx(float(area))
+    labels = [o.explainer for o in session.new_overlays]
+    assert labels == ["gradient[disk]", "gradient[disk]-class-average", "gradient[bar]", "gradient[bar]-class-average"]
+    assert "mean and std over" in session.new_overlays[1].title
+
+
+def test_a_finding_that_is_not_a_name_is_a_suite_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("suite: bad\nchecks:\n  - id: p\n    check: pointing_game\n    require: ci_low >= 0.1\n"
+                    "    params: {finding: 3}\n")
+    with pytest.raises(SuiteError, match=r"bad.yaml:6: parameter 'finding' of check 'pointing_game' must be a string"):
+        load_suite(path)
+
+
+def test_perturbation_stability_explains_and_keeps_the_checked_finding(toy):
+    """Multi-label: the perturbed image's map and prediction are the finding's own (the gradient of a linear
+    model does not change under noise, so the similarity is exactly 1; another finding's map would give -1)."""
+    from harness.checks.runner import run_check
+    from harness.checks.condition import Condition
+
+    result = run_check(toy, suite="ml", check_id="s", check="perturbation_stability", explainer="gradient",
+                       params={"finding": "disk", "perturbation": "gaussian_noise(sigma=0.001)", "min_kept": 5,
+                               "n_boot": 10}, condition=Condition.parse("ci_low >= 0.9"))
+    assert result.verdict.value == "pass" and result.value == pytest.approx(1.0)
+
+
+def test_the_python_api_takes_a_finding_too(toy):
+    from harness.checks import measure
+
+    m = measure("localisation_auc", toy, "gradient", finding="bar", n_boot=10)
+    masks = toy.dataset("test").lesion_masks[:, 1]
+    masks = masks[masks.flatten(1).any(1)]
+    right = torch.zeros_like(masks)
+    right[..., 16:] = True  # where bar's map is high (0.01; 0 elsewhere): a two-level score, ties count half
+    a = (masks & right).flatten(1).sum(1) / masks.flatten(1).sum(1)
+    b = (~masks & right).flatten(1).sum(1) / (~masks).flatten(1).sum(1)
+    expected = (a * (1 - b) + 0.5 * (a * b + (1 - a) * (1 - b))).mean()
+    assert m.value == pytest.approx(float(expected), abs=1e-4)
