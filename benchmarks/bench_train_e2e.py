@@ -1,0 +1,157 @@
+"""The trainer's end-to-end epoch rate against the bare model step, on the cpu profile, and where the rest goes.
+
+Per architecture, in one run and on the same data (synth-cxr train/val at the profile's size):
+
+- **bare step**: forward + backward + optimizer step of the recipe's model on a float batch already
+  in memory (no data handling, no augmentation, no validation, no checkpoint), timed over at least
+  ``--seconds`` per trial;
+- **end to end**: the trainer's real epoch loop (``_Fitter.fit``) for ``--epochs`` epochs: uint8
+  batches, recipe preprocessing and augmentation, loss, optimizer, validation every epoch and the
+  checkpoints it writes (weights + resume state, sha256, atomic), in a temporary store;
+- **where the rest goes**: the end-to-end wall split into model steps, batch preparation
+  (uint8 -> float, augmentation), validation, checkpointing and everything else.
+
+The median of ``--trials`` trials of each is reported; the target is end-to-end >= 90% of the bare
+step. Results: ``benchmarks/results/train_e2e_cpu.json``. Run alone on an idle machine:
+
+    .venv/bin/python benchmarks/bench_train_e2e.py                      # resnet18, densenet121, vit_small
+    .venv/bin/python benchmarks/bench_train_e2e.py --archs resnet18 --trials 1 --epochs 1   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import record, write_results  # noqa: I001  (benchmarks/ is on sys.path as a script)
+from harness.data import load_dataset
+from harness.models import CheckpointStore, trainer
+from harness.models.architectures import get_architecture_meta
+from harness.models.recipes import get_profile, get_recipe
+from harness.models.zoo import ZooEntry
+
+ARCHS = ("resnet18", "densenet121", "vit_small_patch16_224")
+
+
+def recipe_for(arch: str, epochs: int):
+    name = "pneumothorax_vit" if get_architecture_meta(arch)["family"] == "vit" else "pneumothorax_cnn"
+    recipe = get_recipe(name, "cpu")
+    return name, dataclasses.replace(recipe, epochs=epochs, warmup_epochs=min(recipe.warmup_epochs, epochs - 1))
+
+
+def bare_step_rate(fitter, *, seconds: float) -> float:
+    """img/s of the model step alone on one prepared float batch (same model, optimizer, batch size)."""
+    batch = fitter.recipe.batch_size
+    index = torch.arange(batch) % len(fitter.train)
+    images = fitter._prepare(fitter.train.images[index]).detach().clone()
+    labels = fitter.train.labels[index]
+    model, optimizer = fitter.model, fitter.optimizer
+    model.train()
+
+    def step() -> None:
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(2):  # warm-up
+        step()
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        step()
+        steps += 1
+    return steps * batch / (time.perf_counter() - started)
+
+
+class Timers:
+    """Wall time spent inside wrapped methods (CPU work is synchronous, so wall time is the cost)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, owner, name: str, label: str) -> None:
+        inner = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - started
+
+        setattr(owner, name, timed)
+
+
+def end_to_end(arch: str, epochs: int, train_set, val_set, spec, device) -> tuple[float, dict[str, float], object]:
+    """img/s over the whole fit loop and the seconds per part; the fitter is returned for the bare step."""
+    recipe_name, recipe = recipe_for(arch, epochs)
+    entry = ZooEntry(name=f"bench-{arch}", architecture=arch, dataset="synth-cxr", recipe=recipe_name, seed=0)
+    with tempfile.TemporaryDirectory() as tmp, trainer._training_backends(spec, device):
+        store = CheckpointStore(Path(tmp))
+        writer = store.start_run(entry, recipe, spec.name, {"size": spec.img_size}, train_config=train_set.config)
+        fitter = trainer._Fitter(entry, recipe, spec, device, train_set, val_set)
+        timers = Timers()
+        timers.wrap(fitter, "_prepare", "batch preparation (uint8 -> float, augmentation)")
+        timers.wrap(fitter, "validate", "validation")
+        timers.wrap(writer, "save_epoch", "checkpoint: epoch weights")
+        timers.wrap(writer, "save_resume", "checkpoint: resume state")
+        timers.wrap(fitter, "train_epoch", "train epochs")
+        started = time.perf_counter()
+        fitter.fit(writer, progress=False, console=None, started=started)
+        wall = time.perf_counter() - started
+    parts = dict(timers.seconds)
+    train = parts.pop("train epochs")
+    prepare = parts["batch preparation (uint8 -> float, augmentation)"]
+    parts = {"model steps": train - prepare, **parts}
+    parts["other (loop, progress, logging)"] = wall - sum(parts.values())
+    return epochs * len(fitter.train) / wall, {k: round(v, 3) for k, v in parts.items()}, fitter
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", default=",".join(ARCHS))
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per end-to-end trial")
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=20.0, help="bare-step seconds per trial")
+    args = parser.parse_args(argv)
+    spec, device = get_profile("cpu"), torch.device("cpu")
+    train_set = load_dataset("synth-cxr", "train", size=spec.img_size)
+    val_set = load_dataset("synth-cxr", "val", size=spec.img_size)
+    records = []
+    for arch in args.archs.split(","):
+        e2e, bare, breakdowns = [], [], []
+        for _ in range(args.trials):
+            rate, parts, fitter = end_to_end(arch, args.epochs, train_set, val_set, spec, device)
+            e2e.append(rate)
+            breakdowns.append(parts)
+            bare.append(bare_step_rate(fitter, seconds=args.seconds))
+            del fitter
+        e2e_rate, bare_rate = statistics.median(e2e), statistics.median(bare)
+        parts = breakdowns[e2e.index(statistics.median_low(e2e))]
+        total = sum(parts.values())
+        print(f"{arch:24s} end to end {e2e_rate:6.1f} img/s, bare step {bare_rate:6.1f} img/s: "
+              f"{e2e_rate / bare_rate:.0%} (trials: {', '.join(f'{r:.1f}' for r in e2e)} | "
+              f"{', '.join(f'{r:.1f}' for r in bare)})", flush=True)
+        for part, seconds in parts.items():
+            print(f"    {part:52s} {seconds:7.2f} s  {seconds / total:6.1%}", flush=True)
+        records.append(record(f"train_end_to_end/{arch}", device, e2e_rate, "img/s", arch=arch,
+                              bare_step=bare_rate, ratio_to_bare=e2e_rate / bare_rate, target_ratio=0.9,
+                              trials_end_to_end=e2e, trials_bare=bare, epochs=args.epochs,
+                              train_images=len(train_set), val_images=len(val_set), batch=recipe_for(arch, 1)[1].batch_size,
+                              img_size=spec.img_size, breakdown_seconds=parts))
+    note = (f"cpu profile ({spec.img_size}x{spec.img_size}, fp32), synth-cxr train/val; end to end = the trainer's "
+            f"fit loop for {args.epochs} epochs (data, augmentation, loss, optimizer, validation, checkpoints) / "
+            f"bare model step on a prepared batch (>= {args.seconds:.0f} s); median of {args.trials} trials; "
+            f"{torch.get_num_threads()} torch threads, run alone on an idle machine")
+    print(write_results("train_e2e", device, records, note=note))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
