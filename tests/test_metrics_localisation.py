@@ -310,3 +310,57 @@ def test_segmentation_iou_equals_the_chexlocalize_pipeline(seed, small):
                                                            align_corners=False))[0, 0].numpy())
             assert exact_between_class_variance(u8, level) == exact_between_class_variance(u8, int(ours_levels[i]))
     assert miou(cams, masks).item() == pytest.approx(float(np.nanmean(got.numpy())))
+
+
+# --- lesion focus: relevance mass against the same map smoothed at the lesion's scale
+
+
+def _sigma(mask: np.ndarray) -> float:
+    return min(max(math.sqrt(mask.sum() / math.pi), 1.0), mask.shape[-1] / 6.0)
+
+
+def _lesion_focus_reference(m: np.ndarray, mask: np.ndarray, radius: int) -> float:
+    """scipy's Gaussian filter ('mirror' = torch's reflect padding, truncated at the batch's radius)."""
+    from scipy.ndimage import gaussian_filter
+
+    sigma = _sigma(mask)
+    smoothed = gaussian_filter(m.astype(np.float64), sigma, mode="mirror", truncate=(radius + 0.25) / sigma)
+    mass = lambda x: (np.clip(x, 0, None) * mask).sum() / np.clip(x, 0, None).sum()  # noqa: E731
+    return float(mass(m) / mass(smoothed))
+
+
+def test_lesion_focus_matches_a_scipy_reference():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(4, 1, 32, 32, generator=g) ** 3
+    masks = torch.zeros(4, 1, 32, 32, dtype=torch.bool)
+    masks[0, 0, 4:10, 4:10] = True
+    masks[1, 0, 20:30, 2:6] = True
+    masks[2, 0, 15:17, 15:17] = True
+    masks[3, 0, 2:30, 2:30] = True   # a large lesion: sigma capped at 1/6 of the side
+    maps[1, 0, 20:30, 2:6] += 2.0
+    from harness.metrics import lesion_focus
+
+    got = lesion_focus(maps, masks)
+    radius = math.ceil(3 * max(_sigma(k[0].numpy()) for k in masks))  # one kernel width per batch
+    want = [_lesion_focus_reference(maps[i, 0].numpy(), masks[i, 0].numpy(), radius) for i in range(4)]
+    assert got.tolist() == pytest.approx(want, rel=1e-6)  # the unsmoothed mass is taken in float32
+    assert got[1] > 1.5  # heat concentrated on its lesion
+
+
+def test_lesion_focus_is_one_without_lesion_scale_structure_and_high_on_the_lesion():
+    from harness.metrics import lesion_focus
+    from harness.metrics.smoothing import gaussian_blur
+
+    masks = torch.zeros(3, 1, 64, 64, dtype=torch.bool)
+    masks[:, 0, 20:30, 35:45] = True
+    uniform = torch.ones(3, 1, 64, 64)
+    assert lesion_focus(uniform, masks).tolist() == pytest.approx([1.0] * 3)
+    on_lesion = masks.float() + 0.05 * torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    spread = gaussian_blur(on_lesion, torch.full((3,), 64 / 6.0))
+    beside = on_lesion.roll(16, dims=-1)
+    focus = lesion_focus(on_lesion, masks)
+    assert (focus > 2.0).all()
+    assert (lesion_focus(spread, masks) < 1.25).all()     # already smooth: smoothing again changes little
+    assert (lesion_focus(beside, masks) < 0.75).all()     # heat next to the lesion: below 1
+    assert torch.allclose(lesion_focus(7.0 * on_lesion, masks), focus)  # scale-free
+    assert lesion_focus(on_lesion, torch.zeros_like(masks)).isnan().all()

@@ -126,7 +126,7 @@ RECIPES: dict[str, Recipe] = {
     "macro_auroc": Recipe(multilabel, ()),
     # localisation: maps [B,1,H,W] and masks -> [B]; miou averages over images
     **{name: PER_IMAGE for name in ("diffgradcam", "ehr_auc", "energy_pointing_game", "iou", "localisation_auc",
-                                    "pointing_game", "relevance_mass", "relevance_rank", "segmentation_iou")},
+                                    "lesion_focus", "pointing_game", "relevance_mass", "relevance_rank", "segmentation_iou")},
     "top_k_intersection": Recipe(map_and_mask, (B,), {"k": 20}),
     "miou": Recipe(map_and_mask, ()),
     # attribution

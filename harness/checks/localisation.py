@@ -16,6 +16,7 @@ from harness.metrics import (
     diffgradcam,
     ehr_auc,
     energy_pointing_game,
+    lesion_focus,
     localisation_auc,
     pointing_game,
     relevance_mass,
@@ -124,6 +125,20 @@ def check_relevance_mass(ctx: ModelContext, explainer: str, *, split: str = "tes
     maps, masks, idx = _positive_maps(ctx, explainer, split)
     return _per_image(ctx, split, idx, "relevance_mass", relevance_mass(maps, masks), n_boot, seed,
                       reference=uniform_reference(masks), split=split)
+
+
+@register_check("lesion_focus", category="localisation",
+                reference="relative; the same map smoothed at the lesion's scale (1 = no lesion-scale structure)")
+def check_lesion_focus(ctx: ModelContext, explainer: str, *, split: str = "test", n_boot: int = 1000,
+                       seed: int = 0) -> Measurement:
+    """Relevance mass in the lesion relative to the same map smoothed at the lesion's own scale.
+
+    Arras et al. 2022's relevance mass, read against a reference measured on the same map: a map
+    spread over the whole lung, noise and a uniform map score about 1, whatever the lesion's area.
+    """
+    maps, masks, idx = _positive_maps(ctx, explainer, split)
+    return _per_image(ctx, split, idx, "lesion_focus", lesion_focus(maps, masks), n_boot, seed,
+                      reference={"name": "the same map smoothed at lesion scale", "value": 1.0}, split=split)
 
 
 @register_check("relevance_rank", category="localisation", reference="absolute; a uniform map's score reported")

@@ -149,7 +149,7 @@ def shifted(base: Explainer) -> StandIn:
 
 def blurred(base: Explainer) -> StandIn:
     """The base map blurred with sigma = 1/6 of the side: the heat spreads over the whole lung."""
-    from harness.data.texture import gaussian_blur
+    from harness.metrics.smoothing import gaussian_blur
 
     def explain(model, images, targets):
         maps = _unit_of(base)(model, images, targets)
@@ -238,7 +238,7 @@ register_defect(Defect("shifted_maps", "explainer", "the map shifted by half the
                        _LOCALISATION, replaces=_BOTH, stand_in=shifted))
 # A blur keeps the map's ranking near its peak, so argmax and rank metrics (pointing game, relevance
 # rank, map AUC, DiffGradCAM) cannot see it; only what measures the share of the heat on the lesion can.
-_SPREAD = tuple(Intended(check=c) for c in ("energy_pointing_game", "iou", "relevance_mass"))
+_SPREAD = tuple(Intended(check=c) for c in ("energy_pointing_game", "iou", "relevance_mass", "lesion_focus"))
 register_defect(Defect("blurred_maps", "explainer", "the map blurred over the whole lung (sigma 1/6 of the side)",
                        _SPREAD, replaces=_BOTH, stand_in=blurred))
 

@@ -14,11 +14,14 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from harness.metrics.performance import auroc
 from harness.metrics.registry import register_metric
+from harness.metrics.smoothing import gaussian_blur
 
 NAN = float("nan")
 _UNIT_TOLERANCE = 1e-6
@@ -426,3 +429,30 @@ def _check_unit(flat: torch.Tensor, metric: str) -> None:
 
 def _nan_where(condition: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return torch.where(condition, torch.full_like(values, NAN), values)
+
+
+@register_metric("lesion_focus", category="localisation", needs_mask=True)
+def lesion_focus(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Relevance mass in the lesion relative to the same map smoothed at the lesion's own scale.
+
+    ``relevance_mass(map) / relevance_mass(blur(map, sigma))``, with a Gaussian ``sigma`` equal to the
+    lesion's equivalent radius ``sqrt(area / pi)`` (capped at 1/6 of the side). A reference-relative
+    reading of relevance mass (Arras et al. 2022): the reference is the map itself without its
+    lesion-scale structure, measured in the same call, so the value does not depend on the lesion's
+    area fraction or the image resolution. 1 means no lesion-scale structure (a uniform map, noise,
+    a map already spread over the lung); above 1 the heat is concentrated on the lesion; below 1 it
+    is concentrated beside it.
+
+    Args:
+        maps: ``[B, 1, H, W]`` non-negative maps.
+        masks: ``[B, 1, H, W]`` ground-truth masks.
+
+    Returns:
+        float64 ``[B]``; NaN where either relevance mass is undefined or the smoothed one is 0.
+    """
+    side = maps.shape[-1]
+    area = masks.flatten(1).to(torch.float64).sum(1)
+    sigma = (area / math.pi).sqrt().clamp(1.0, side / 6.0)
+    smoothed = gaussian_blur(maps.detach().to(torch.float64), sigma)
+    focused, reference = relevance_mass(maps, masks), relevance_mass(smoothed, masks)
+    return _nan_where(reference == 0, focused / reference)
