@@ -32,6 +32,12 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.fixture(autouse=True)
+def resume_after_every_epoch(monkeypatch):
+    """The toy runs take seconds: write the resume state after every epoch (production: once a minute)."""
+    monkeypatch.setattr(trainer, "RESUME_EVERY_SECONDS", 0.0)
+
+
 @pytest.fixture
 def fail_at(monkeypatch):
     """``fail_at(n, error)``: the n-th loss computation (1-based) raises ``error`` or returns it if a float."""
@@ -181,3 +187,33 @@ def test_compile_and_fused_only_on_cuda(monkeypatch):
     params = [torch.nn.Parameter(torch.zeros(2))]
     optimizer = trainer._optimizer(params, get_recipe("toy", "cpu"), torch.device("cpu"))
     assert not optimizer.param_groups[0].get("fused")
+
+
+def test_resume_state_is_written_once_its_interval_has_passed(tmp_path, fail_at, monkeypatch):
+    """With a long interval a short run writes no resume state (a kill restarts it); a run killed after an
+    older state than its last epoch resumes from that state, dropping the later epoch, to the same weights."""
+    entry = toy_entry("interval", size=32, n=64)
+    recipe = dataclasses.replace(get_recipe(entry.recipe, "cpu"), epochs=3)
+    reference = train_locked(entry, recipe=recipe, profile="cpu", store=CheckpointStore(tmp_path / "a"), progress=False)
+
+    monkeypatch.setattr(trainer, "RESUME_EVERY_SECONDS", 3600.0)
+    store = CheckpointStore(tmp_path / "b")
+    restore = fail_at(2 * STEPS_PER_EPOCH + 2, KeyboardInterrupt("killed in epoch 3"))
+    with pytest.raises(KeyboardInterrupt):
+        train_locked(entry, recipe=recipe, profile="cpu", store=store, progress=False, resume=True)
+    run_dir = store.run_dir(entry, recipe, "cpu")
+    assert (run_dir / "epoch-002.safetensors").exists() and not (run_dir / "resume.json").exists()
+    restore()
+
+    saves = []
+    real = trainer._Fitter._resume_due
+    monkeypatch.setattr(trainer._Fitter, "_resume_due", lambda self, epoch: saves.append(epoch) or epoch == 1)
+    restore = fail_at(2 * STEPS_PER_EPOCH + 2, KeyboardInterrupt("killed in epoch 3 again"))
+    with pytest.raises(KeyboardInterrupt):   # from scratch; the state after epoch 1 only
+        train_locked(entry, recipe=recipe, profile="cpu", store=store, progress=False, resume=True)
+    assert load_train_state(run_dir).epoch == 1 and (run_dir / "epoch-002.safetensors").exists()
+    restore()
+    monkeypatch.setattr(trainer._Fitter, "_resume_due", real)
+    resumed = train_locked(entry, recipe=recipe, profile="cpu", store=store, progress=False, resume=True)
+    assert same(weights(resumed.checkpoint()), weights(reference.checkpoint()))
+    assert resumed.epochs[-2:] == [2, 3] and saves[:2] == [1, 2]

@@ -46,6 +46,10 @@ NUM_CLASSES = 2
 FINITE_CHECK_EVERY = 50
 #: Training images used to re-estimate BatchNorm statistics of a weight soup.
 BN_RECALIBRATION_IMAGES = 2048
+#: The resume state (optimizer + RNG, about 3x the weights) is written after an epoch once this much wall
+#: time has passed since the last one: a killed run repeats at most this much, and short runs skip the
+#: write (1-3% of a cpu-profile epoch; benchmarks/results/train_e2e_cpu.json). 0: after every epoch.
+RESUME_EVERY_SECONDS = 60.0
 
 
 class TrainingDivergedError(RuntimeError):
@@ -194,6 +198,7 @@ class _Fitter:
 
         self.writer = writer
         started = time.perf_counter() if started is None else started
+        self._resume_saved_at = started
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
         with Progress(*columns, console=console, disable=not progress) as bars:
@@ -206,13 +211,22 @@ class _Fitter:
                 metrics = self.run_epoch(lambda: bars.advance(batches), epoch)
                 if writer is not None:
                     writer.save_epoch(self.model, epoch, metrics)
-                    if epoch < self.recipe.epochs or self.recipe.ensemble_top_k:  # finish() drops it anyway
+                    if self._resume_due(epoch):
                         writer.save_resume(self.state(epoch, self.wall_before + time.perf_counter() - started))
+                        self._resume_saved_at = time.perf_counter()
                 log.info("%s epoch %d: %s", self.entry.name, epoch, metrics)
                 bars.update(epochs, advance=1, status=f"val AUROC {metrics['val_auroc']:.3f}, "
                             f"loss {metrics['train_loss']:.3f}, {metrics['images_per_second']:.0f} img/s")
         if self.recipe.ensemble_top_k and writer is not None:
             self.finish_soup(writer)
+
+    def _resume_due(self, epoch: int) -> bool:
+        """Whether to write the resume state after ``epoch``: not after the last one (``finish()`` drops it;
+        a soup still has work after it), else once :data:`RESUME_EVERY_SECONDS` passed since the last write
+        (or the start of this attempt). An older state is safe: resuming drops the epochs after it."""
+        if epoch >= self.recipe.epochs and not self.recipe.ensemble_top_k:
+            return False
+        return time.perf_counter() - self._resume_saved_at >= RESUME_EVERY_SECONDS
 
     def run_epoch(self, on_batch, epoch: int = 1) -> dict[str, Any]:
         started = time.perf_counter()
