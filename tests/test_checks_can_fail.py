@@ -53,7 +53,7 @@ class ThinBright(nn.Module):
         self.scale = nn.Parameter(torch.tensor(300.0))
 
     def forward(self, x):
-        from harness.data.texture import gaussian_blur
+        from harness.metrics.smoothing import gaussian_blur
 
         tophat = torch.relu(x - gaussian_blur(x, torch.full((x.shape[0],), 2.0, device=x.device)))
         logit = self.scale * (torch.sigmoid((tophat - 0.1) * 80).mean((1, 2, 3)) - 0.016)
@@ -166,7 +166,7 @@ def noise_probs(ctx):
 
 def image_smooth_map(model, images, targets):
     """A map computed from the image alone, smooth and stable: blur of the image."""
-    from harness.data.texture import gaussian_blur
+    from harness.metrics.smoothing import gaussian_blur
 
     return gaussian_blur(images, torch.full((images.shape[0],), 3.0))
 
@@ -203,6 +203,17 @@ def subgroup(kind, gate):
 def localisation(kind, gate):
     ctx = context(Constant())
     return with_maps(ctx, "x", oracle_maps(ctx) if kind == "pass" else off_lesion_maps(ctx)), "x"
+
+
+def spread(kind, gate):
+    """The oracle map (pass) vs the same map blurred over the whole lung (fail): the blurred-maps defect."""
+    from harness.metrics.smoothing import gaussian_blur
+
+    ctx = context(Constant())
+    maps = oracle_maps(ctx)
+    if kind == "fail":
+        maps = gaussian_blur(maps, torch.full((maps.shape[0],), maps.shape[-1] / 6.0))
+    return with_maps(ctx, "x", maps), "x"
 
 
 def model_randomisation(kind, gate):
@@ -283,7 +294,7 @@ CASES = {
     "calibration": calibration, "subgroup_gap": subgroup,
     "diffgradcam": localisation, "pointing_game": localisation, "energy_pointing_game": localisation,
     "iou": localisation, "relevance_rank": localisation, "relevance_mass": localisation,
-    "localisation_auc": localisation,
+    "localisation_auc": localisation, "lesion_focus": spread,
     "model_randomisation": model_randomisation, "data_randomisation": data_randomisation,
     "perturbation_stability": stability, "equivariance": stability, "max_sensitivity": stability,
     "deletion": deletion, "checkpoint_consistency": checkpoint_consistency,
