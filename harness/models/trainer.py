@@ -50,6 +50,9 @@ BN_RECALIBRATION_IMAGES = 2048
 #: time has passed since the last one: a killed run repeats at most this much, and short runs skip the
 #: write (1-3% of a cpu-profile epoch; benchmarks/results/train_e2e_cpu.json). 0: after every epoch.
 RESUME_EVERY_SECONDS = 60.0
+#: Validation batch on a CPU: evaluating 314 images at 64 px took 0.74 s in batches of 128 vs 0.9-1.1 s in
+#: batches of 256 (resnet18; densenet121 1.45 vs 1.95 s; 2-core machine, median of 5).
+CPU_EVAL_BATCH = 128
 
 
 class TrainingDivergedError(RuntimeError):
@@ -287,7 +290,10 @@ class _Fitter:
         return loss
 
     def validate(self) -> dict[str, Any]:
-        return evaluate(self.model, self.val.images, self.val.labels, batch_size=self.recipe.eval_batch_size,
+        batch = self.recipe.eval_batch_size
+        if self.device.type == "cpu":  # cache-sized chunks: same outputs up to float rounding, 20-25% less time
+            batch = min(batch, CPU_EVAL_BATCH)
+        return evaluate(self.model, self.val.images, self.val.labels, batch_size=batch,
                         precision=self.spec.precision, channels_last=self.spec.channels_last)
 
     # --- divergence, step evaluations, the soup --------------------------------------------------
