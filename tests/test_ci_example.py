@@ -116,6 +116,8 @@ def test_gate_passes_a_healthy_candidate_fails_a_bad_one_and_refuses_bad_usage(w
     assert "healthy/index.html" in healthy.stderr
     gated = json.loads((ws["root"] / "healthy" / "candidate-manifest.json").read_text())
     assert gated["sha256"] == hashlib.sha256(ws["healthy"].read_bytes()).hexdigest()
+    run_meta = json.loads((ws["root"] / "healthy" / "results.json").read_text())["meta"]  # the report names them too
+    assert run_meta["checkpoint"] == {"path": str(ws["healthy"].resolve()), "sha256": gated["sha256"]}
 
     # An untrained candidate, against the healthy run as the last release's baseline: AUROC fails its floor and
     # regresses.

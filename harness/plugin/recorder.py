@@ -12,7 +12,7 @@ import pytest
 
 from harness.plugin.items import skip_reason
 from harness.plugin.keys import BASELINE, CALIBRATED, MODELS, OVERLAY_PROPERTY, RESULT_PROPERTY, RUN_ID
-from harness.plugin.options import strict, uncalibrated_note
+from harness.plugin.options import strict, twin_paths, uncalibrated_note
 
 
 class ResultRecorder:
@@ -50,7 +50,7 @@ class ResultRecorder:
                 meta={"argv": list(self.config.invocation_params.args),
                       "models": list(self.config.stash[MODELS]), "strict": strict(self.config),
                       "thresholds_calibrated_on": dict(self.config.stash[CALIBRATED]),
-                      **_baseline_meta(self.config)},
+                      **_baseline_meta(self.config), **_checkpoint_meta(self.config)},
             )
         return self._writer
 
@@ -151,6 +151,27 @@ def _baseline_meta(config: pytest.Config) -> dict:
     """``{"baseline": "<path> (run <id>)"}`` when the run is compared with a ``--baseline`` run, else ``{}``."""
     baseline = config.stash.get(BASELINE, None)
     return {"baseline": f"{baseline.path} (run {baseline.run_id})"} if baseline is not None else {}
+
+
+def _checkpoint_meta(config: pytest.Config) -> dict:
+    """``{"checkpoint": {"path", "sha256"}, "twins": {kind: {...}}}`` for a ``--checkpoint`` run, else ``{}``:
+    which weights the verdicts are about (the sha256 is the manifest's, verified when the weights load)."""
+    path = config.getoption("checkpoint")
+    if not path:
+        return {}
+
+    def describe(weights: str) -> dict[str, str | None]:
+        try:
+            sha = json.loads(Path(weights).with_suffix(".json").read_text(encoding="utf-8")).get("sha256")
+        except (OSError, ValueError):
+            sha = None  # the load itself reports what is wrong with it
+        return {"path": str(Path(weights).resolve()), "sha256": sha}
+
+    out: dict[str, Any] = {"checkpoint": describe(path)}
+    twins = twin_paths(config)
+    if twins:
+        out["twins"] = {kind: describe(p) for kind, p in twins.items()}
+    return out
 
 
 def _incomplete_reason(session: pytest.Session, exitstatus: int, collected: int, ran: int) -> str:
