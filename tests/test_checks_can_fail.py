@@ -53,7 +53,7 @@ class ThinBright(nn.Module):
         self.scale = nn.Parameter(torch.tensor(300.0))
 
     def forward(self, x):
-        from harness.metrics.smoothing import gaussian_blur
+        from harness.data.texture import gaussian_blur
 
         tophat = torch.relu(x - gaussian_blur(x, torch.full((x.shape[0],), 2.0, device=x.device)))
         logit = self.scale * (torch.sigmoid((tophat - 0.1) * 80).mean((1, 2, 3)) - 0.016)
@@ -166,7 +166,7 @@ def noise_probs(ctx):
 
 def image_smooth_map(model, images, targets):
     """A map computed from the image alone, smooth and stable: blur of the image."""
-    from harness.metrics.smoothing import gaussian_blur
+    from harness.data.texture import gaussian_blur
 
     return gaussian_blur(images, torch.full((images.shape[0],), 3.0))
 
@@ -207,7 +207,7 @@ def localisation(kind, gate):
 
 def spread(kind, gate):
     """The oracle map (pass) vs the same map blurred over the whole lung (fail): the blurred-maps defect."""
-    from harness.metrics.smoothing import gaussian_blur
+    from harness.data.texture import gaussian_blur
 
     ctx = context(Constant())
     maps = oracle_maps(ctx)

@@ -349,7 +349,7 @@ def test_lesion_focus_matches_a_scipy_reference():
 
 def test_lesion_focus_is_one_without_lesion_scale_structure_and_high_on_the_lesion():
     from harness.metrics import lesion_focus
-    from harness.metrics.smoothing import gaussian_blur
+    from harness.data.texture import gaussian_blur
 
     masks = torch.zeros(3, 1, 64, 64, dtype=torch.bool)
     masks[:, 0, 20:30, 35:45] = True

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from harness.checks.localisation import patient_ci
 from harness.checks.registry import CheckSkipped, Measurement, register_check
-from harness.metrics.smoothing import gaussian_blur
+from harness.data.texture import gaussian_blur
 from harness.explain.context import ModelContext, predict_probs
 from harness.metrics import region_share
 from harness.metrics.clustering import spectral_relevance_clusters

@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.data.shortcuts import render_chest_drain
-from harness.data.texture import smooth_noise
-from harness.metrics.smoothing import gaussian_blur
+from harness.data.texture import gaussian_blur, smooth_noise
 
 RENDER_SIZE = 96  # PCam's patch size
 LUMA = torch.tensor([0.299, 0.587, 0.114])

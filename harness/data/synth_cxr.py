@@ -35,8 +35,7 @@ from harness.data.lesions import LesionBank, load_lesion_bank, render_pneumothor
 from harness.data.phantom import Anatomy, batch_factors, expose, render_anatomy
 from harness.data.shortcuts import apply_artifacts, normalise_shortcuts
 from harness.data.splits import CALIB_SPLITS, SPLITS, calibration_world, check_synthetic_options, n_decorrelated_patients
-from harness.data.texture import smooth_noise
-from harness.metrics.smoothing import gaussian_blur
+from harness.data.texture import gaussian_blur, smooth_noise
 from harness.data.world import World, build_world
 
 log = logging.getLogger(__name__)

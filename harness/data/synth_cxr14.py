@@ -45,8 +45,7 @@ from harness.data.phantom import batch_factors, expose, render_anatomy
 from harness.data.shortcuts import ARTIFACTS, DEFAULT_RATE, apply_artifacts, normalise_shortcuts
 from harness.data.splits import SPLITS, check_synthetic_options
 from harness.data.store import imageset_from_arrays, imageset_to_arrays
-from harness.data.texture import smooth_noise
-from harness.metrics.smoothing import gaussian_blur
+from harness.data.texture import gaussian_blur, smooth_noise
 from harness.data.world14 import FINDINGS, PREVALENCE, World14, build_world14
 
 log = logging.getLogger(__name__)

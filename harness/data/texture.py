@@ -1,4 +1,4 @@
-"""Batched texture primitives of the phantom: vessel trees and smooth noise fields (the blur: metrics.smoothing)."""
+"""Batched texture primitives of the phantom: vessel trees, smooth noise fields, per-image blur."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 
 N_TREES = 48
 TREE_RESOLUTION = 128
@@ -83,6 +82,28 @@ def smooth_noise(
     coarse = torch.randn(batch, 1, cells, cells, generator=generator).to(device)
     field = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
     return field / field.flatten(1).std(1).clamp_min(1e-6)[:, None, None, None]
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur with one sigma (in pixels) per image, as one grouped convolution.
+
+    Args:
+        images: float ``[B,1,H,W]``.
+        sigma: float ``[B]``, > 0.
+
+    Returns:
+        Blurred images, same shape (reflect padding).
+    """
+    batch = images.shape[0]
+    radius = max(1, int(math.ceil(3 * float(sigma.max()))))
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-0.5 * (offsets[None, :] / sigma[:, None].to(images.dtype)) ** 2)
+    kernel = kernel / kernel.sum(1, keepdim=True)  # [B, K]
+    x = images.reshape(1, batch, *images.shape[-2:])
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, kernel[:, None, None, :], groups=batch)
+    x = F.conv2d(x, kernel[:, None, :, None], groups=batch)
+    return x.reshape_as(images)
 
 
 def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:

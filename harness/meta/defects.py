@@ -149,7 +149,7 @@ def shifted(base: Explainer) -> StandIn:
 
 def blurred(base: Explainer) -> StandIn:
     """The base map blurred with sigma = 1/6 of the side: the heat spreads over the whole lung."""
-    from harness.metrics.smoothing import gaussian_blur
+    from harness.data.texture import gaussian_blur
 
     def explain(model, images, targets):
         maps = _unit_of(base)(model, images, targets)

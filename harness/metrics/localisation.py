@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from harness.metrics.performance import auroc
 from harness.metrics.registry import register_metric
-from harness.metrics.smoothing import gaussian_blur
+from harness.data.texture import gaussian_blur
 
 NAN = float("nan")
 _UNIT_TOLERANCE = 1e-6
