@@ -26,14 +26,18 @@ KEYS = ("subject", "defect", "family", "seed", "check", "explainer", "value", "c
 
 def summarise(records: list[dict], blind: set[str]) -> dict:
     gated = [r for r in records if r["defect"] == "healthy" and r.get("role", "gate") == "gate"]
-    models = sorted({r["subject"] for r in gated})
-    fails = [f"{r['subject']}: {r['check']}" + (f" ({r['explainer']})" if r.get("explainer") not in (None, "-") else "")
-             for r in gated if r["verdict"] in ("fail", "error")]
-    per_model = {m: {"blind": m in blind, "gated_items": sum(r["subject"] == m for r in gated),
-                     "false_fails": [f.split(": ", 1)[1] for f in fails if f.startswith(m + ":")]} for m in models}
-    return {"healthy_models": models, "blind_models": sorted(blind & set(models)), "healthy_false_fails": fails,
-            "models_with_a_false_fail": sorted({f.split(":")[0] for f in fails}), "gated_items_judged": len(gated),
-            "per_model": per_model}
+    per_model: dict[str, dict] = {}
+    for r in gated:
+        model = per_model.setdefault(r["subject"], {"blind": r["subject"] in blind, "gated_items": 0, "false_fails": []})
+        model["gated_items"] += 1
+        if r["verdict"] in ("fail", "error"):
+            explainer = r.get("explainer")
+            model["false_fails"].append(r["check"] + (f" ({explainer})" if explainer not in (None, "-") else ""))
+    models = sorted(per_model)
+    return {"healthy_models": models, "blind_models": sorted(blind & set(models)),
+            "healthy_false_fails": [f"{m}: {f}" for m in models for f in per_model[m]["false_fails"]],
+            "models_with_a_false_fail": [m for m in models if per_model[m]["false_fails"]],
+            "gated_items_judged": len(gated), "per_model": {m: per_model[m] for m in models}}
 
 
 def main(argv: list[str] | None = None) -> int:

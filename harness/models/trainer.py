@@ -48,7 +48,7 @@ FINITE_CHECK_EVERY = 50
 BN_RECALIBRATION_IMAGES = 2048
 #: The resume state (optimizer + RNG, about 3x the weights) is written after an epoch once this much wall
 #: time has passed since the last one: a killed run repeats at most this much, and short runs skip the
-#: write (1-3% of a cpu-profile epoch; benchmarks/results/train_e2e_cpu.json). 0: after every epoch.
+#: write (it took 1.5-3% of the cpu-profile wall when written every epoch, bench_train_e2e.py). 0: every epoch.
 RESUME_EVERY_SECONDS = 60.0
 #: Validation batch on a CPU: evaluating 314 images at 64 px took 0.74 s in batches of 128 vs 0.9-1.1 s in
 #: batches of 256 (resnet18; densenet121 1.45 vs 1.95 s; 2-core machine, median of 5).

@@ -160,10 +160,12 @@ def _checkpoint_meta(config: pytest.Config) -> dict:
     if not path:
         return {}
 
+    from harness.models.checkpoint_files import CheckpointError, read_manifest  # no torch
+
     def describe(weights: str) -> dict[str, str | None]:
         try:
-            sha = json.loads(Path(weights).with_suffix(".json").read_text(encoding="utf-8")).get("sha256")
-        except (OSError, ValueError):
+            sha = read_manifest(Path(weights))["sha256"]
+        except CheckpointError:
             sha = None  # the load itself reports what is wrong with it
         return {"path": str(Path(weights).resolve()), "sha256": sha}
 
