@@ -99,7 +99,12 @@ PROSE: dict[str, tuple[str, str]] = {
                              "Artifacts nobody drew a mask for; heat does not prove the model uses them."),
     "artifact_removal": ("A model whose prediction falls when a known artifact is removed from the same patients "
                          "(counterfactual re-render).", "Needs a synthetic dataset that can render the "
-                         "counterfactual; unknown artifacts."),
+                         "counterfactual; unknown artifacts. Sees only the carriers, mostly positives whose "
+                         "probability the lesion already holds up: a weak signal, reported in the shipped suite."),
+    "artifact_effect": ("A model whose prediction moves with a known artifact: every patient rendered with and "
+                        "without it, the paired difference averaged over the whole split (the artifact's average "
+                        "causal effect).", "As artifact removal; an effect that cancels between positives and "
+                        "negatives averages out (addition reads the negatives alone)."),
     "artifact_addition": ("A model whose prediction rises when a known artifact is added to healthy patients.",
                           "As artifact removal."),
     "shift_auroc_drop": ("A model whose AUROC falls when the same patients are imaged differently (another "

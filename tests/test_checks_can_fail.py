@@ -299,6 +299,7 @@ CASES = {
     "perturbation_stability": stability, "equivariance": stability, "max_sensitivity": stability,
     "deletion": deletion, "checkpoint_consistency": checkpoint_consistency,
     "artifact_removal": artifact_counterfactual, "artifact_addition": artifact_counterfactual,
+    "artifact_effect": artifact_counterfactual,
     "decorrelated_auroc_drop": artifact_counterfactual, "artifact_attribution": artifact_attribution,
     "outside_anatomy_attribution": outside_anatomy, "spray_clusters": outside_anatomy,
     "offanatomy_occlusion": occlusion,
@@ -323,3 +324,24 @@ def test_gate_fails_on_its_defect_and_passes_without_it(gate, kind):
     result = evaluate(gate.check, ctx, explainer, require=str(condition), **params)
     expected = "pass" if kind == "pass" else "fail"
     assert result.verdict.value == expected, f"{gate.id} ({kind} case): {result.message}"
+
+
+def test_artifact_effect_is_the_paired_difference_over_every_image():
+    """The effect is the mean of P(with) - P(without) over every image of the split, renders made here."""
+    from harness.checks import measure
+    from harness.explain.context import predict_probs
+
+    shortcuts = {"chest_drain": {"p_pos": 0.95, "p_neg": 0.05}}
+    ctx = context(ThinBright(), shortcuts=shortcuts)
+    data = ctx.dataset("test")
+    with_it = ctx.dataset("test", shortcuts={"chest_drain": {"p_pos": 1.0, "p_neg": 1.0}})
+    without = ctx.dataset("test", shortcuts={})
+    expected = (predict_probs(ctx.model, with_it.as_float(), 64) - predict_probs(ctx.model, without.as_float(), 64))
+    got = measure("artifact_effect", ctx, None, n_boot=50)
+    assert got.n == len(data)  # every image, not only the carriers
+    assert got.value == pytest.approx(float(expected.mean()), rel=1e-6)
+    assert got.value > 0.3 and got.ci_low <= got.value <= got.ci_high
+    removal = measure("artifact_removal", ctx, None, n_boot=50)
+    assert removal.n == int(data.has_artifact("chest_drain").sum()) < got.n
+    flat = measure("artifact_effect", context(Constant(), shortcuts=shortcuts), None, n_boot=50)
+    assert flat.value == flat.ci_low == flat.ci_high == 0.0

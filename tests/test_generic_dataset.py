@@ -329,7 +329,7 @@ def test_counterfactual_checks_skip_saying_they_need_synthetic_data_and_mask_che
     manifest = {"architecture": "test_resnet", "img_size": SIZE, "seed": 0, "epoch": 1,
                 "dataset": {"name": "generic", "options": {"config": str(written["yaml"])}}}
     ctx = ModelContext("tiny", create_model("test_resnet", img_size=SIZE).eval(), manifest, batch_size=8)
-    for check in ("artifact_removal", "artifact_addition"):
+    for check in ("artifact_removal", "artifact_addition", "artifact_effect"):
         result = evaluate(check, ctx, require="ci_high <= 0.1", n_boot=20)
         assert result.verdict.value == "skip"
         assert "needs a synthetic dataset (synth-cxr)" in result.message and "site-a/test" in result.message

@@ -129,12 +129,29 @@ def test_rejudging_records_with_other_thresholds_needs_no_evaluation(tmp_path):
     from harness.meta.run import rejudge
 
     (tmp_path / "s.yaml").write_text("suite: s\nchecks:\n  - id: a\n    check: auroc\n    require: ci_low >= 0.8\n")
-    records = [{"check": "a", "role": "gate", "verdict": "pass", "value": 0.9, "ci_low": 0.85, "ci_high": 0.95},
-               {"check": "a", "role": "gate", "verdict": "skip", "value": None, "ci_low": None, "ci_high": None},
-               {"check": "gone", "role": "gate", "verdict": "pass", "value": 1.0, "ci_low": 1.0, "ci_high": 1.0}]
+    model = {"subject": "m", "architecture": "resnet18", "family": "residual"}
+    records = [{**model, "check": "a", "role": "gate", "verdict": "pass", "value": 0.9, "ci_low": 0.85, "ci_high": 0.95},
+               {**model, "check": "a", "role": "gate", "verdict": "skip", "value": None, "ci_low": None, "ci_high": None},
+               {**model, "check": "gone", "role": "gate", "verdict": "pass", "value": 1.0, "ci_low": 1.0, "ci_high": 1.0}]
     assert [r["verdict"] for r in rejudge(records, load_suite(tmp_path / "s.yaml"))] == ["pass", "skip"]
     (tmp_path / "s.yaml").write_text("suite: s\nchecks:\n  - id: a\n    check: auroc\n    require: ci_low >= 0.9\n")
     assert [r["verdict"] for r in rejudge(records, load_suite(tmp_path / "s.yaml"))] == ["fail", "skip"]
+
+
+def test_rejudging_applies_the_suites_overrides_per_model(tmp_path):
+    """An item the suite makes reported only for ViTs (or for one architecture) is no gate of those records."""
+    from harness.meta.run import rejudge
+
+    (tmp_path / "s.yaml").write_text(
+        "suite: s\nchecks:\n  - id: a\n    check: auroc\n    require: ci_low >= 0.8\n    overrides:\n"
+        "      family:vit: {severity: warn}\n      densenet121: {require: ci_low >= 0.9}\n")
+    row = {"check": "a", "role": "gate", "verdict": "pass", "value": 0.9, "ci_low": 0.85, "ci_high": 0.95}
+    records = [{**row, "subject": "r", "architecture": "resnet18", "family": "residual", "model_family": "cnn"},
+               {**row, "subject": "v", "architecture": "vit_tiny_convstem", "family": "vit", "model_family": "vit"},
+               {**row, "subject": "v_old", "architecture": "vit_tiny_convstem", "family": "vit"},  # no model_family
+               {**row, "subject": "d", "architecture": "densenet121", "family": "dense", "model_family": "cnn"}]
+    judged = rejudge(records, load_suite(tmp_path / "s.yaml"))
+    assert [(r["subject"], r["verdict"], r["threshold"]) for r in judged] == [("r", "pass", 0.8), ("d", "fail", 0.9)]
 
 
 def test_apply_writes_proposals_into_the_suite_and_keeps_its_comments(tmp_path):

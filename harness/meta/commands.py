@@ -76,7 +76,7 @@ def _provider(args):
 def calibrate_command(args: argparse.Namespace) -> int:
     from harness.meta.calibrate import propose
     from harness.meta.report import SCHEMA, machine, write_json
-    from harness.meta.run import PopulationRun, population, reintend, run_population
+    from harness.meta.run import PopulationRun, population, reintend, rejudge, run_population
     from harness.report.results_file import new_run_id
 
     console = _console()
@@ -86,8 +86,9 @@ def calibrate_command(args: argparse.Namespace) -> int:
         import json
 
         saved = json.loads(Path(args.records).read_text())
-        run = PopulationRun("calib", reintend(saved["records"]), saved.get("train_seconds", 0.0),
-                            saved.get("evaluate_seconds", 0.0), saved.get("subjects", []))
+        records = rejudge(reintend(saved["records"]), suite, provider.profile)  # the suite's gates as they are now
+        run = PopulationRun("calib", records, saved.get("train_seconds", 0.0), saved.get("evaluate_seconds", 0.0),
+                            saved.get("subjects", []))
         if args.checks:
             run = _reevaluate(args, run, suite, families, defects, seeds, provider, console, split="calib")
             _save_records(console, Path(args.report_dir) / f"calibrate-{new_run_id()}", run)
@@ -175,8 +176,9 @@ def meta_command(args: argparse.Namespace) -> int:
         import json
 
         saved = json.loads(Path(args.records).read_text())
-        run = PopulationRun("test", rejudge(reintend(saved["records"]), suite), saved.get("train_seconds", 0.0),
-                            saved.get("evaluate_seconds", 0.0), saved.get("subjects", []))
+        records = rejudge(reintend(saved["records"]), suite, provider.profile)
+        run = PopulationRun("test", records, saved.get("train_seconds", 0.0), saved.get("evaluate_seconds", 0.0),
+                            saved.get("subjects", []))
         if args.checks:
             run = _reevaluate(args, run, suite, families, defects, seeds, provider, console, split="test")
     else:

@@ -201,7 +201,8 @@ def _shortcut(artifact: str, strength: float) -> Defect:
         name=f"shortcut_{artifact}_{round(strength * 100)}", kind="trained",
         description=f"trained where the {artifact.replace('_', ' ')} is on {strength:.0%} of positives and "
                     f"{NEGATIVE_RATE:.0%} of negatives",
-        intended=(Intended("artifact_removal", params=which), Intended("artifact_addition", params=which),
+        intended=(Intended("artifact_removal", params=which), Intended("artifact_effect", params=which),
+                  Intended("artifact_addition", params=which),
                   Intended("artifact_attribution", params=which), Intended("decorrelated_auroc_drop"), *outside),
         dataset_options={"shortcuts": shortcuts})
 

@@ -56,7 +56,8 @@ def evaluate_item(ctx: ModelContext, suite: Suite, check: SuiteCheck, explainer:
                               check_id=check.id, category=spec.category, condition=condition, error=err)
     record = {k: v for k, v in result.to_dict().items() if k in RECORD_KEYS}
     record.update(registered=check.check, params={k: v for k, v in params.items() if k not in ("n_boot", "seed")},
-                  severity=condition.severity, seconds=round(time.perf_counter() - started, 3))
+                  severity=condition.severity, model_family=ctx.family,
+                  seconds=round(time.perf_counter() - started, 3))
     return record
 
 

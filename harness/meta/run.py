@@ -84,16 +84,22 @@ def reintend(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def rejudge(records: list[dict[str, Any]], suite: Suite) -> list[dict[str, Any]]:
+def rejudge(records: list[dict[str, Any]], suite: Suite, profile: str = "") -> list[dict[str, Any]]:
     """The records judged again with ``suite``'s current conditions (values do not depend on thresholds).
 
-    Skips and errors stay as they are; a record whose check is no longer a gate of the suite is dropped.
+    The suite's overrides apply per record (profile, model family, architecture, model name), as in a
+    run. Skips and errors stay as they are; a record whose item is no longer a gate for its model
+    (removed, reported only or skipped) is dropped.
     """
-    conditions = {c.id: c.condition for c in suite.checks if c.condition.severity == "fail"}
+    checks = {c.id: c for c in suite.checks}
     out = []
     for record in records:
-        condition = conditions.get(record["check"])
-        if condition is None:
+        check = checks.get(record["check"])
+        if check is None:
+            continue
+        condition, _, skip = check.for_model(record["subject"], record["architecture"], profile,
+                                             record_model_family(record))
+        if skip or condition.severity != "fail":
             continue
         record = dict(record)
         if record["verdict"] not in ("skip", "error"):
@@ -103,6 +109,12 @@ def rejudge(records: list[dict[str, Any]], suite: Suite) -> list[dict[str, Any]]
         record.update(threshold=condition.threshold, gate_on=condition.gate_on, direction=condition.direction)
         out.append(record)
     return out
+
+
+def record_model_family(record: dict[str, Any]) -> str:
+    """``cnn`` or ``vit`` (the suites' ``family:`` override key) of a record's model. Records written
+    before ``model_family`` was stored name it through the meta family (only ``vit`` holds a ViT)."""
+    return record.get("model_family") or ("vit" if record.get("family") == "vit" else "cnn")
 
 
 def replace_checks(run: PopulationRun, fresh: PopulationRun, checks: Sequence[str]) -> PopulationRun:
