@@ -345,3 +345,39 @@ def test_artifact_effect_is_the_paired_difference_over_every_image():
     assert removal.n == int(data.has_artifact("chest_drain").sum()) < got.n
     flat = measure("artifact_effect", context(Constant(), shortcuts=shortcuts), None, n_boot=50)
     assert flat.value == flat.ci_low == flat.ci_high == 0.0
+
+
+class ThinBrightOnOneFinding(nn.Module):
+    """Multi-label (4 findings of synth-cxr14): pneumothorax (index 3) reads thin bright structures like
+    :class:`ThinBright`; the other findings are constant. A drain shortcut on one finding."""
+
+    img_size, num_classes, multilabel = 64, 4, True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bright = ThinBright()
+
+    def forward(self, x):
+        logit = self.bright(x)[:, 1]
+        constant = torch.full_like(logit, -1.0)
+        return torch.stack([constant, constant, constant, logit], 1)
+
+
+@pytest.mark.parametrize("check", ["artifact_effect", "artifact_removal", "artifact_addition"])
+def test_counterfactual_checks_read_the_checked_finding_of_a_multilabel_model(check):
+    """Multi-label: the counterfactual is scored on the finding the item names, not on every finding at once."""
+    from harness.checks import measure
+    from harness.checks.runner import finding_context
+    from harness.checks.registry import get_check
+
+    shortcuts = {"chest_drain": {"on": "pneumothorax", "p_pos": 0.95, "p_neg": 0.05}}
+    ctx = context(ThinBrightOnOneFinding(), dataset="synth-cxr14", options={"n_patients": 120},
+                  shortcuts=shortcuts)
+    values = {}
+    for finding in ("pneumothorax", "nodule"):
+        sub, params = finding_context(ctx, get_check(check), {"finding": finding, "n_boot": 30})
+        m = measure(check, sub, None, **params)
+        assert m.n > 0 and m.value == m.value  # a number, not a broadcast [N,K] mix
+        values[finding] = m.value
+    assert values["nodule"] == pytest.approx(0.0, abs=1e-6)  # the drain moves nothing there
+    assert values["pneumothorax"] > 0.1

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from harness.checks.localisation import patient_ci
 from harness.checks.registry import CheckSkipped, Measurement, register_check
 from harness.data.texture import gaussian_blur
-from harness.explain.context import ModelContext, predict_probs
+from harness.explain.context import ModelContext
 from harness.metrics import region_share
 from harness.metrics.clustering import spectral_relevance_clusters
 
@@ -178,5 +178,4 @@ def _score_without(ctx: ModelContext, images: torch.Tensor, region: torch.Tensor
     sigma = torch.full((images.shape[0],), images.shape[-1] / 16.0)
     blurred = gaussian_blur(images, sigma)
     occluded = torch.where(region, blurred, images)
-    probs = predict_probs(ctx.model, occluded, ctx.batch_size)
-    return probs[:, ctx.target_class] if probs.ndim == 2 else probs
+    return ctx.score_images(occluded)

@@ -21,7 +21,7 @@ from torch import nn
 
 from harness.checks.registry import CheckSkipped, Measurement, register_check
 from harness.data.perturbations import parse_perturbation
-from harness.explain.context import POSITIVE_CLASS, ModelContext, predict_probs
+from harness.explain.context import POSITIVE_CLASS, ModelContext
 from harness.metrics import auroc, bootstrap_statistic
 
 ACQUISITION_SHIFT = "compose(contrast(factor=0.7), gaussian_blur(sigma=1.0), gaussian_noise(sigma=0.03))"
@@ -50,8 +50,7 @@ def check_shift_auroc_drop(ctx: ModelContext, explainer: str | None = None, *, p
     """AUROC lost when the same images are acquired differently (a perturbation), seed 001's OOD gap; lower is better."""
     change = parse_perturbation(perturbation)
     shifted = change.apply(ctx.images(split), torch.Generator().manual_seed(seed))
-    probs = predict_probs(ctx.model, shifted, ctx.batch_size)
-    changed = probs[:, ctx.target_class] if probs.ndim == 2 else probs
+    changed = ctx.score_images(shifted)
     return paired_auroc_drop(ctx, split, changed, f"auroc_drop[{perturbation}]", f"AUROC under {perturbation}",
                              n_boot, seed, perturbation=perturbation)
 
@@ -67,8 +66,7 @@ def check_adversarial_auroc_drop(ctx: ModelContext, explainer: str | None = None
     attacked = torch.cat([fgsm(ctx.model, x, y, ctx.target_class, epsilon, multilabel=ctx.multilabel)
                           for x, y in zip(images.split(ctx.batch_size), labels.split(ctx.batch_size))]) \
         if len(images) else images
-    probs = predict_probs(ctx.model, attacked, ctx.batch_size)
-    changed = probs[:, ctx.target_class] if probs.ndim == 2 else probs
+    changed = ctx.score_images(attacked)
     return paired_auroc_drop(ctx, split, changed, f"auroc_drop[fgsm eps={epsilon:g}]", f"AUROC after FGSM {epsilon:g}",
                              n_boot, seed, epsilon=epsilon)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.explain.context import ModelContext, explain_batched, predict_probs
+from harness.explain.context import ModelContext, explain_batched
 from harness.checks.localisation import patient_ci, positives
 from harness.checks.randomisation import similarity_fn
 from harness.checks.registry import CheckInvalid, CheckSkipped, Measurement, register_check
@@ -59,8 +59,7 @@ def _stability(ctx: ModelContext, explainer: str, change: Perturbation, similari
     perturbed = change.apply(images, torch.Generator().manual_seed(seed))
     before = change.warp(ctx.maps(explainer, split)[idx])
     after = explain_batched(ctx.model, ctx.explainer(explainer), perturbed, ctx.batch_size, target=ctx.target_class)
-    p_after = predict_probs(ctx.model, perturbed, ctx.batch_size)
-    p_after = p_after[:, ctx.target_class] if p_after.ndim == 2 else p_after  # multi-label: the checked finding
+    p_after = ctx.score_images(perturbed)  # multi-label: the checked finding
     kept = (ctx.scores(split)[idx] >= 0.5) == (p_after >= 0.5)
     require_kept(int(kept.sum()), idx.numel(), min_kept, repr(change))
     sims = similarity_fn(similarity)(before, after)[kept]

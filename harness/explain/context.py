@@ -114,6 +114,12 @@ class ModelContext:
         probs = self.probs(split, model)
         return probs[:, self.target_class] if probs.ndim == 2 else probs
 
+    def score_images(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N]`` probability of the checked finding for images outside the splits (perturbed, occluded,
+        counterfactual renders), batched; multi-label models are read on the checked finding."""
+        probs = predict_probs(self.model, images, self.batch_size)
+        return probs[:, self.target_class] if probs.ndim == 2 else probs
+
     def labels(self, split: str) -> torch.Tensor:
         """``[N]`` labels of the checked finding (1 = present)."""
         labels = self.dataset(split).labels
