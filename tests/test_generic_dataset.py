@@ -400,3 +400,31 @@ def test_bad_dataset_option_is_a_usage_error(tmp_path, cache):
     written = make_dataset(tmp_path / "d", rows=_rows(cells={0: {2: "7"}}))
     with pytest.raises(pytest.UsageError, match="(?s)--dataset: .*line 2 \\(image 'img0'\\): column 'Pneumothorax'"):
         _check_dataset(str(written["yaml"]))
+
+
+def test_a_model_on_your_files_is_retrained_when_the_files_change(tmp_path):
+    """The run's key covers the label CSV and the images: edited labels never reuse weights fitted to the old ones."""
+    from harness.models.recipes import get_recipe
+    from harness.models.run_identity import config_hash
+    from harness.models.zoo import ZooEntry
+
+    written = make_dataset(tmp_path / "d")
+    entry = ZooEntry(name="mine", architecture="resnet18", dataset="generic", recipe="pneumothorax_cnn", seed=0,
+                     dataset_options={"config": str(written["yaml"])})
+    shuffled = ZooEntry(name="mine_shuffled", architecture="resnet18", dataset="shuffled-labels", seed=0,
+                        recipe="pneumothorax_cnn",
+                        dataset_options={"base": "generic", "config": str(written["yaml"]), "label_seed": 1})
+    recipe = get_recipe("pneumothorax_cnn", "cpu")
+    before = config_hash(entry, recipe, "cpu"), config_hash(shuffled, recipe, "cpu")
+    assert before == (config_hash(entry, recipe, "cpu"), config_hash(shuffled, recipe, "cpu"))  # stable
+    labels = tmp_path / "d" / "labels.csv"
+    labels.write_text(labels.read_text().replace("img0,p1,1", "img0,p1,0"))
+    assert "img0,p1,0" in labels.read_text()
+    after_labels = config_hash(entry, recipe, "cpu"), config_hash(shuffled, recipe, "cpu")
+    assert after_labels[0] != before[0] and after_labels[1] != before[1]
+    image = tmp_path / "d" / "images" / "img1.png"
+    Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(image)
+    os.utime(image, ns=(1, 1))  # another size and mtime
+    assert config_hash(entry, recipe, "cpu") != after_labels[0]
+    (tmp_path / "d" / "labels.csv").unlink()  # unreadable: a key no stored run has, never an exception here
+    assert config_hash(entry, recipe, "cpu") not in (before[0], after_labels[0])

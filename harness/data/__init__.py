@@ -15,6 +15,20 @@ def load_dataset(name: str, split: str, **options) -> ImageSet:
     return DATASETS.get(name)(split=split, **options)
 
 
+def dataset_fingerprint(name: str, options: dict) -> str | None:
+    """Digest of the files a dataset read from disk is made of (its registered ``fingerprint(**options)``:
+    label files whole, images and masks by name, size and mtime); None for generated data, which its
+    version identifies. A wrapper (``base=...``) is fingerprinted through its base, with its options."""
+    _import_builtin()
+    if name not in DATASETS:
+        return None
+    base = options.get("base")
+    if isinstance(base, str) and base != name:
+        return dataset_fingerprint(base, {k: v for k, v in options.items() if k != "base"})
+    fingerprint = DATASETS.meta(name).get("fingerprint")
+    return None if fingerprint is None else fingerprint(**options)
+
+
 def list_datasets() -> list[str]:
     _import_builtin()
     return DATASETS.names()
@@ -33,4 +47,4 @@ def _import_builtin() -> None:
     import harness.data.synth_histo  # noqa: F401  (registers "synth-histo")
 
 
-__all__ = ["ImageSet", "DATASETS", "register_dataset", "load_dataset", "list_datasets"]
+__all__ = ["ImageSet", "DATASETS", "register_dataset", "load_dataset", "list_datasets", "dataset_fingerprint"]

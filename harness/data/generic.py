@@ -33,8 +33,21 @@ DATASET = "generic"
 MAX_WORKERS = 8
 
 
+def fingerprint(*, config: str | None = None, **_: object) -> str | None:
+    """What a model trained on this dataset was fitted to: the YAML and label CSV (whole) and every image
+    and mask file (name, size, mtime). Checkpoint keys include it, so edited labels or replaced images
+    train the model again instead of judging weights fitted to the old files."""
+    if config is None:
+        return None
+    spec = read_spec(config)
+    rows = read_rows(spec)
+    files = list(rows.images) + [p for paths in rows.masks.values() for p in paths if p is not None]
+    return files_fingerprint([spec.path, spec.labels], files)
+
+
 @register_dataset(DATASET, category="real", description="your own images, labels and masks, declared in a YAML "
-                                                         "file (option config=PATH; see docs/datasets.md)")
+                                                         "file (option config=PATH; see docs/datasets.md)",
+                  fingerprint=fingerprint)
 def generic(
     split: str,
     *,

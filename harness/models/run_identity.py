@@ -18,8 +18,11 @@ def config_hash(entry: ZooEntry, recipe: Recipe, profile: str) -> str:
     """First 8 hex digits of sha256 over everything that determines the weights.
 
     That includes the dataset's declared version (:func:`dataset_version`), so a new data
-    generator retrains the models instead of reusing weights fitted to the old images.
+    generator retrains the models instead of reusing weights fitted to the old images, and for data
+    read from disk the files' fingerprint (:func:`harness.data.dataset_fingerprint`).
     """
+    from harness.data import dataset_fingerprint
+
     config = entry.config()
     if entry.pretrained:  # the file's content, not where it lies
         config["pretrained"] = {"sha256": pretrained_sha256(entry.pretrained)}
@@ -33,6 +36,12 @@ def config_hash(entry: ZooEntry, recipe: Recipe, profile: str) -> str:
     base = entry.dataset_options.get("base")  # a wrapper dataset (shuffled-labels): its base's version too
     if isinstance(base, str):
         payload["base_dataset_version"] = dataset_version(base)
+    try:  # data read from disk: the files themselves, not only where they lie
+        files = dataset_fingerprint(entry.dataset, dict(entry.dataset_options))
+    except (OSError, ValueError) as err:  # unreadable now: no stored run matches; training reports the error
+        files = f"unreadable ({type(err).__name__})"
+    if files is not None:
+        payload["dataset_files"] = files
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:8]
 
