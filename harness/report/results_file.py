@@ -75,8 +75,21 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def dump_json(document: Any) -> str:
-    """Serialise ``document`` as indented, strictly valid JSON (no NaN) with a final newline."""
-    return json.dumps(to_jsonable(document), indent=2, allow_nan=False) + "\n"
+    """Serialise ``document`` as indented, strictly valid JSON (no NaN) with a final newline; a list of
+    plain values (per-image samples, curves) stays on one line, so a run's file is read by structure
+    without one line per number (the demo's results.json: 1.05 MB with every number on its own line)."""
+    return _dump(to_jsonable(document), 0) + "\n"
+
+
+def _dump(obj: Any, depth: int) -> str:
+    if isinstance(obj, dict) and obj:
+        pad, inner = "  " * depth, "  " * (depth + 1)
+        items = (f"{inner}{json.dumps(key)}: {_dump(value, depth + 1)}" for key, value in obj.items())
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(obj, list) and obj and any(isinstance(v, (dict, list)) for v in obj):
+        pad, inner = "  " * depth, "  " * (depth + 1)
+        return "[\n" + ",\n".join(inner + _dump(v, depth + 1) for v in obj) + f"\n{pad}]"
+    return json.dumps(obj, allow_nan=False)
 
 
 def atomic_write_json(path: Path, document: Any) -> None:
