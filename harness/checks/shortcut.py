@@ -134,8 +134,8 @@ def check_artifact_effect(ctx: ModelContext, explainer: str | None = None, *, ar
     (positives and negatives, carriers or not). This is the statistic that separates: the removal
     check sees only the carriers, mostly positives whose probability the lesion already saturates
     (60% drain shortcuts drop them by 0.08-0.19 on calib, a healthy ViT by up to 0.09 on test), while
-    over all images the drain, marker and border shortcuts move by 0.27-0.91 against -0.05 to 0.07
-    for healthy models (calib split, cpu profile; suites/calibration/pneumothorax_cpu.json).
+    over all images the drain, marker and border shortcuts move by 0.27-0.91 against -0.08 to 0.07
+    for healthy seeds 0-4 (calib split, cpu profile; thresholds: suites/calibration/pneumothorax_cpu.json).
     """
     data = ctx.dataset(split)
     shortcuts = data.config.get("shortcuts")
