@@ -185,3 +185,14 @@ def test_family_overrides_apply_between_profile_and_architecture(tmp_path):
     path.write_text(path.read_text().replace("family:vit", "family:vitt"))
     with pytest.raises(SuiteError, match="unknown family in override 'family:vitt'.*did you mean 'family:vit'"):
         load_suite(path)
+
+
+def test_override_params_reach_the_check_as_written(tmp_path):
+    """An override's ``params`` merge into the check's, without the loader's line bookkeeping."""
+    path = tmp_path / "s.yaml"
+    path.write_text("suite: s\nchecks:\n  - id: p\n    check: pointing_game\n    explainers: [gradcam]\n"
+                    "    require: ci_low >= 0.1\n    params: {tolerance: 4}\n    overrides:\n"
+                    "      profile:gpu: {params: {tolerance: 15}}\n")
+    check = load_suite(path).checks[0]
+    assert check.for_model("m", "resnet18", "cpu")[1] == {"tolerance": 4}
+    assert check.for_model("m", "resnet18", "gpu")[1] == {"tolerance": 15}

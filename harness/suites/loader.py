@@ -245,7 +245,7 @@ def _parse_check(path: Path, entry: Any, defaults: dict) -> SuiteCheck:
         if "skip" in o and not isinstance(o["skip"], bool):
             raise SuiteError(path, _line(o, "skip"), f"override {key!r}: 'skip' must be true or false, got {o['skip']!r}")
         _params(path, o, spec, _mapping(path, o, "params"))
-        overrides[str(key)] = _strip(o)
+        overrides[str(key)] = {k: _strip(v) if k == "params" else v for k, v in _strip(o).items()}
     margin = _regression_margin(path, entry, "check key 'regression_margin'") if "regression_margin" in entry \
         else float(defaults.get("regression_margin", DEFAULT_REGRESSION_MARGIN))
     return SuiteCheck(check_id, name, condition, explainers, params, overrides, line,
