@@ -109,9 +109,8 @@ def check_artifact_removal(ctx: ModelContext, explainer: str | None = None, *, a
     carriers = torch.nonzero(data.has_artifact(artifact)).flatten()
     if carriers.numel() == 0:
         raise CheckSkipped(f"no image of {data.name} carries the artifact {artifact!r}")
-    without = ctx.dataset(split, shortcuts={k: v for k, v in shortcuts.items() if k != artifact})
     p_with = ctx.scores(split)[carriers]
-    p_without = ctx.score_images(without.as_float()[carriers])
+    p_without = counterfactual_scores(ctx, split, artifact, present=False)[carriers]
     drops = p_with - p_without
     boot = patient_ci(ctx, split, carriers, drops, n_boot, seed)
     labels = ctx.labels(split)[carriers]
@@ -138,16 +137,12 @@ def check_artifact_effect(ctx: ModelContext, explainer: str | None = None, *, ar
     for healthy seeds 0-4 (calib split, cpu profile; thresholds: suites/calibration/pneumothorax_cpu.json).
     """
     data = ctx.dataset(split)
-    shortcuts = data.config.get("shortcuts")
-    if shortcuts is None:
+    if data.config.get("shortcuts") is None:
         raise CheckSkipped(needs_synthetic(data.name, f"with and without {artifact!r}"))
-    try:
-        with_it = ctx.dataset(split, shortcuts={**shortcuts, artifact: {"p_pos": 1.0, "p_neg": 1.0}})
-    except ValueError as err:  # the renderer names the artifacts it knows
-        raise CheckSkipped(f"dataset {data.name} cannot render {artifact!r}: {err}") from err
-    without = ctx.dataset(split, shortcuts={k: v for k, v in shortcuts.items() if k != artifact})
-    p_with = ctx.score_images(with_it.as_float())
-    p_without = ctx.score_images(without.as_float())
+    if artifact not in data.artifact_masks:
+        raise CheckSkipped(f"dataset {data.name} cannot render counterfactuals with and without {artifact!r}")
+    p_with = counterfactual_scores(ctx, split, artifact, present=True)
+    p_without = counterfactual_scores(ctx, split, artifact, present=False)
     effects = p_with - p_without
     everyone = torch.arange(len(data))
     boot = patient_ci(ctx, split, everyone, effects, n_boot, seed)
@@ -176,11 +171,24 @@ def check_artifact_addition(ctx: ModelContext, explainer: str | None = None, *, 
     targets = torch.nonzero((ctx.labels(split) == 0) & ~carries).flatten()
     if targets.numel() == 0:
         raise CheckSkipped(f"every negative of {data.name} already carries {artifact!r}")
-    added = ctx.dataset(split, shortcuts={**shortcuts, artifact: {"p_pos": 1.0, "p_neg": 1.0}})
     p_before = ctx.scores(split)[targets]
-    p_after = ctx.score_images(added.as_float()[targets])
+    p_after = counterfactual_scores(ctx, split, artifact, present=True)[targets]
     rises = p_after - p_before
     boot = patient_ci(ctx, split, targets, rises, n_boot, seed)
     details = {"artifact": artifact, "split": split, "n_negatives": int(targets.numel()),
                "n_predictions_flipped": int(((p_before >= 0.5) != (p_after >= 0.5)).sum())}
     return Measurement.of(f"probability_rise_with[{artifact}]", boot, details)
+
+
+def counterfactual_scores(ctx: ModelContext, split: str, artifact: str, *, present: bool) -> torch.Tensor:
+    """``[N]`` P(checked finding) of every image of ``split`` rendered again with the artifact on every image
+    (``present``) or on none; computed once per model, finding and render, shared by the three checks above."""
+    def compute() -> torch.Tensor:
+        shortcuts = dict(ctx.dataset(split).config["shortcuts"])
+        if present:
+            shortcuts[artifact] = {"p_pos": 1.0, "p_neg": 1.0}
+        else:
+            shortcuts.pop(artifact, None)
+        return ctx.score_images(ctx.dataset(split, shortcuts=shortcuts).as_float())
+
+    return ctx.memo(("counterfactual_scores", split, artifact, present), compute)
