@@ -253,6 +253,71 @@ def test_keep_last_prunes_old_epochs(tmp_path):
         CheckpointStore(tmp_path, keep_last=1)
 
 
+def test_epoch_writes_run_on_the_writer_thread_in_order_and_flush_waits(tmp_path, monkeypatch):
+    """save_epoch returns before its files are written; flush() waits; the files are those the model had
+    when save_epoch was called (later training does not leak into them), with a matching sha256."""
+    from harness.models.architectures import create_model
+    from harness.models.checkpoint_files import load_checkpoint
+
+    store = CheckpointStore(tmp_path, keep_last=2)
+    entry = toy_entry("threaded", size=16, n=32)
+    writer = store.start_run(entry, get_recipe(entry.recipe, "cpu"), "cpu", {})
+    gate = threading.Event()
+    real = ckpt.atomic_write_bytes
+
+    def slow(path, data):
+        gate.wait(10)
+        real(path, data)
+
+    monkeypatch.setattr(ckpt, "atomic_write_bytes", slow)
+    model = create_model("test_resnet", img_size=16)
+    expected = {}
+    for epoch in (1, 2, 3):
+        writer.save_epoch(model, epoch, {"val_auroc": 0.5})
+        expected[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)  # "training" after the call: must not reach that epoch's file
+    assert not (writer.run_dir / "epoch-001.safetensors").exists()  # queued, not yet written
+    gate.set()
+    writer.flush()
+    assert not (writer.run_dir / "epoch-001.safetensors").exists()  # pruned (keep_last=2) in order
+    for epoch in (2, 3):
+        loaded, _ = load_checkpoint(writer.run_dir / f"epoch-{epoch:03d}.safetensors")
+        assert all(torch.equal(loaded.state_dict()[k], v) for k, v in expected[epoch].items())
+    assert json.loads((writer.run_dir / "run.json").read_text())["epochs"] == [2, 3]
+    run = writer.finish(1.0)
+    assert run.completed and run.epochs == [2, 3]
+
+
+def test_a_failed_background_write_is_raised_and_stops_later_writes(tmp_path, monkeypatch):
+    from harness.models.architectures import create_model
+
+    store = CheckpointStore(tmp_path)
+    entry = toy_entry("full-disk", size=16, n=32)
+    writer = store.start_run(entry, get_recipe(entry.recipe, "cpu"), "cpu", {})
+    model = create_model("test_resnet", img_size=16)
+    writer.save_epoch(model, 1, {"val_auroc": 0.5})
+    writer.flush()
+    real = ckpt.atomic_write_bytes
+
+    def full(path, data):
+        if path.name == "epoch-002.safetensors":
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(ckpt, "atomic_write_bytes", full)
+    writer.save_epoch(model, 2, {"val_auroc": 0.6})
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        writer.flush()
+    with pytest.raises(CheckpointError, match="earlier checkpoint write failed"):
+        writer.save_epoch(model, 3, {"val_auroc": 0.7})
+    record = json.loads((writer.run_dir / "run.json").read_text())
+    assert record["epochs"] == [1] and not record["completed"]  # run.json never names the missing epoch
+    assert not (writer.run_dir / "epoch-002.json").exists()
+    writer.close(quiet=True)  # a failing run closes without hiding its own error
+
+
 # --- the store vouches only for what it verified
 
 

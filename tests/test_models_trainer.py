@@ -92,6 +92,31 @@ def test_evaluate_matches_sklearn_and_handles_one_class():
     assert math.isnan(evaluate(model, data.images[ones], data.labels[ones])["auroc"])
 
 
+def test_validation_auroc_equals_sklearn_on_ties_without_importing_it():
+    """The trainer's validation AUROC (which ranks the epochs) is sklearn's on tied scores too, and a
+    training process never pays sklearn's or scipy's import (1-2 s each on this machine)."""
+    import subprocess
+    import sys
+
+    from sklearn.metrics import roc_auc_score
+
+    from harness.models.evaluation import _auroc
+
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(200):
+        y = torch.randint(0, 2, (40,), generator=gen).numpy()
+        score = (torch.randint(0, 6, (40,), generator=gen) / 5).float().numpy()  # many ties
+        if len(set(y.tolist())) == 2:
+            assert _auroc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-15)
+    code = ("import sys, torch; from harness.models.evaluation import evaluate; "
+            "from harness.models.trainer import train; "
+            "m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2)); "
+            "evaluate(m, torch.randint(0, 255, (8, 1, 4, 4), dtype=torch.uint8), torch.tensor([0, 1] * 4)); "
+            "print(sorted(k for k in ('sklearn', 'scipy') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_rejects_non_binary_labels(tmp_path, monkeypatch):
     bad = toy_imageset("train", size=16, n=16)
     bad.labels[0] = 2

@@ -9,7 +9,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -115,6 +114,8 @@ def anova_tukey(groups: Mapping[str, Any], *, alpha: float = 0.05) -> AnovaResul
         raise ValueError(f"anova_tukey needs >= 2 groups of >= 2 finite values, got sizes {[len(s) for s in samples]}")
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")  # constant groups: scipy warns and returns inf or NaN
+        from scipy import stats  # imported here: 0.8 s that a trainer or a suite without these tables never pays
+
         anova = stats.f_oneway(*samples)
         tukey = stats.tukey_hsd(*samples)
         ci = tukey.confidence_interval(confidence_level=1 - alpha)
@@ -154,6 +155,8 @@ def spearman_correlation(x: Sequence[float] | torch.Tensor | np.ndarray,
     n, excluded = int(keep.sum()), int((~keep).sum())
     if n < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return CorrelationResult(math.nan, math.nan, n, excluded)
+    from scipy import stats
+
     result = stats.spearmanr(a, b)
     return CorrelationResult(float(result.statistic), float(result.pvalue), n, excluded)
 

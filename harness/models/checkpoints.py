@@ -188,20 +188,89 @@ class RunWriter:
         self.final: str | None = None
         self.extra_manifest: dict[str, Any] = {}
         self.resume_state = None
+        self._writer = None  # the checkpoint writer thread (a one-worker executor), started by the first epoch
+        self._pending: list = []
+        self._failure: BaseException | None = None
+        self._stopped: BaseException | None = None
 
     def save_epoch(self, model: ClassifierNet, epoch: int, metrics: dict[str, Any]) -> Path:
-        """Write ``epoch-NNN.safetensors`` + manifest, prune old epochs (never the best), update run.json."""
-        weights = self._write_weights(model, f"epoch-{epoch:03d}", epoch, metrics)
+        """Write ``epoch-NNN.safetensors`` + manifest, prune old epochs (never the best), update run.json.
+
+        The weights are copied now; serialising, hashing and writing them (and the manifest, the
+        pruning and run.json, in that order as before) happen on the writer thread while training
+        goes on. :meth:`flush` waits for it; every other write and :meth:`finish` flush first.
+        """
+        write, weights = self._weights_job(model, f"epoch-{epoch:03d}", epoch, metrics)
         self.history.append(dict(metrics, epoch=epoch))
         self.epochs.append(epoch)
         if self.best_epoch is None or _score(metrics) >= _score(self._metrics_of(self.best_epoch)):  # ties: later
             self.best_epoch = epoch
-        self._prune()
-        self._write_run(completed=False)
+        pruned = self._prune_list()
+        run_text = self._run_text(completed=False)
+
+        def job() -> None:
+            write()
+            for stem in pruned:
+                self._unlink(stem)
+            atomic_write_bytes(self.run_dir / "run.json", run_text)
+
+        self._submit(job)
         return weights
+
+    # --- the writer thread -------------------------------------------------------------------
+
+    def _submit(self, job) -> None:
+        """Queue ``job`` on the single writer thread (jobs run in order); a failed job stops the later ones,
+        and its error is raised here or by :meth:`flush`."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._raise_failure()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"checkpoints-{self.entry.name}")
+
+        def guarded() -> None:
+            if self._failure is not None:
+                return
+            try:
+                job()
+            except BaseException as err:  # noqa: BLE001  (kept, raised in the training thread)
+                self._failure = err
+
+        self._pending.append(self._writer.submit(guarded))
+
+    def flush(self) -> None:
+        """Wait until every queued write is on disk; raise the first write error (the files it had not
+        written are missing, never half-written)."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+        self._raise_failure()
+
+    def close(self, *, quiet: bool = False) -> None:
+        """:meth:`flush` and stop the writer thread; ``quiet`` logs a write error instead of raising it
+        (for a training run that is already failing with its own error)."""
+        try:
+            self.flush()
+        except Exception as err:  # noqa: BLE001
+            if not quiet:
+                raise
+            log.error("%s: a checkpoint write failed too: %s", self.run_dir, err)
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            self._stopped = failure
+            raise CheckpointError(f"{self.run_dir}: writing a checkpoint failed: {failure}") from failure
+        if self._stopped is not None:
+            raise CheckpointError(f"{self.run_dir}: an earlier checkpoint write failed: {self._stopped}")
 
     def save_candidate(self, model: ClassifierNet, epoch: int, step: int, metrics: dict[str, Any], top_k: int) -> bool:
         """Keep ``model`` as ``step-NNNNNNN`` if it is among the ``top_k`` best step evaluations."""
+        self.flush()
         ranked = sorted(self.candidates + [{"step": step, **metrics}], key=lambda c: (-_score(c), c["step"]))
         if step not in [c["step"] for c in ranked[:top_k]]:
             return False
@@ -217,6 +286,7 @@ class RunWriter:
 
     def save_final(self, model: ClassifierNet, epoch: int, metrics: dict[str, Any], info: dict[str, Any]) -> Path:
         """Write the run's final model (``final.safetensors``) when it is not simply the last epoch."""
+        self.flush()
         self.extra_manifest = {"final_model": info}
         weights = self._write_weights(model, "final", epoch, metrics)
         self.extra_manifest = {}
@@ -227,11 +297,13 @@ class RunWriter:
     def save_resume(self, state) -> None:
         from harness.models.train_state import save_train_state
 
+        self.flush()  # the state names the last epoch: its weights and run.json are written first
         save_train_state(self.run_dir, state)
 
     def finish(self, wall_seconds: float) -> TrainedRun:
         from harness.models.train_state import remove_train_state
 
+        self.close()
         self._write_run(completed=True, wall_seconds=wall_seconds)
         remove_train_state(self.run_dir)
         return TrainedRun.from_dir(self.run_dir)
@@ -255,15 +327,27 @@ class RunWriter:
         return next((h for h in self.history if h["epoch"] == epoch), {})
 
     def _write_weights(self, model: ClassifierNet, stem: str, epoch: int, metrics: dict[str, Any]) -> Path:
+        write, weights = self._weights_job(model, stem, epoch, metrics)
+        write()
+        return weights
+
+    def _weights_job(self, model: ClassifierNet, stem: str, epoch: int, metrics: dict[str, Any]):
+        """A copy of ``model``'s weights now, and the job that writes them + their manifest (sha256) later."""
         from safetensors.torch import save
 
         state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-        data = save(state, metadata={"format": "pt", "architecture": model.arch})
         weights = self.run_dir / f"{stem}.safetensors"
-        atomic_write_bytes(weights, data)
-        manifest = self._manifest(model, epoch, metrics, hashlib.sha256(data).hexdigest(), weights.name)
-        atomic_write_json(weights.with_suffix(".json"), manifest)
-        return weights
+        extra = dict(self.extra_manifest)
+        metadata = {"format": "pt", "architecture": model.arch}
+
+        def write() -> None:
+            data = save(state, metadata=metadata)
+            atomic_write_bytes(weights, data)
+            manifest = self._manifest(model, epoch, metrics, hashlib.sha256(data).hexdigest(), weights.name)
+            manifest.update(extra)
+            atomic_write_json(weights.with_suffix(".json"), manifest)
+
+        return write, weights
 
     def _manifest(self, model: ClassifierNet, epoch: int, metrics: dict[str, Any], sha256: str,
                   weights_file: str) -> dict[str, Any]:
@@ -294,17 +378,18 @@ class RunWriter:
             manifest["finding_names"] = list(model.finding_names)
         if self.entry.pretrained:
             manifest["pretrained"] = {"path": self.entry.pretrained, "sha256": pretrained_sha256(self.entry.pretrained)}
-        manifest.update(self.extra_manifest)
         return manifest
 
-    def _prune(self) -> None:
+    def _prune_list(self) -> list[str]:
+        """Drop old epochs (all but the last ``keep_last`` and the best) from the record; their file stems."""
         keep = self.store.keep_last
         if keep is None:
-            return
+            return []
         recent = set(self.epochs[-keep:])
-        for old in [e for e in self.epochs if e not in recent and e != self.best_epoch]:
-            self.epochs.remove(old)
-            self._unlink(f"epoch-{old:03d}")
+        old = [e for e in self.epochs if e not in recent and e != self.best_epoch]
+        for epoch in old:
+            self.epochs.remove(epoch)
+        return [f"epoch-{e:03d}" for e in old]
 
     def _unlink(self, stem: str) -> None:
         for suffix in (".json", ".safetensors"):  # manifest first: weights never lack one
@@ -312,6 +397,10 @@ class RunWriter:
                 (self.run_dir / f"{stem}{suffix}").unlink()
 
     def _write_run(self, *, completed: bool, wall_seconds: float = 0.0) -> None:
+        atomic_write_bytes(self.run_dir / "run.json", self._run_text(completed=completed, wall_seconds=wall_seconds))
+
+    def _run_text(self, *, completed: bool, wall_seconds: float = 0.0) -> bytes:
+        """run.json as it stands now (serialised here, so a queued write never sees a later epoch)."""
         record = {
             "format": FORMAT_VERSION,
             "name": self.entry.name,
@@ -329,7 +418,7 @@ class RunWriter:
             record["candidates"] = self.candidates
         if self.final:
             record["final"] = self.final
-        atomic_write_json(self.run_dir / "run.json", record)
+        return (json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 class CheckpointStore:

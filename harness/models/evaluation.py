@@ -15,7 +15,7 @@ from harness.models.losses import classification_loss
 @torch.no_grad()
 def evaluate(model: nn.Module, images_u8: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 256,
              precision: str = "fp32", channels_last: bool = False) -> dict[str, Any]:
-    """Loss, AUROC (sklearn) and accuracy of ``model`` on uint8 images ``[N,1,H,W]``.
+    """Loss, AUROC and accuracy of ``model`` on uint8 images ``[N,1,H,W]``.
 
     Binary labels ``[N]``: cross-entropy, AUROC of the class-1 softmax probability, argmax
     accuracy; AUROC is NaN when ``labels`` holds a single class. Multi-label labels ``[N,K]``:
@@ -58,9 +58,11 @@ def _evaluate_multilabel(logits: torch.Tensor, labels: torch.Tensor) -> dict[str
 
 
 def _auroc(y, score) -> float:
-    from sklearn.metrics import roc_auc_score
+    """AUROC by ranks (``harness.metrics.performance.auroc``, equal to sklearn's, tested): NaN for one class.
+    Not sklearn: importing it costs a training process 1-2 s."""
+    from harness.metrics.performance import auroc
 
-    return float(roc_auc_score(y, score)) if len(set(y.tolist())) == 2 else float("nan")
+    return float(auroc(torch.as_tensor(score, dtype=torch.float64), torch.as_tensor(y)))
 
 
 

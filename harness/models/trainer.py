@@ -128,7 +128,12 @@ def train_locked(
                          compile_mode=compile_mode_for(entry, device))
         if state is not None:
             fitter.load_state(state)
-        fitter.fit(writer, progress=progress and main, console=console, started=started)
+        try:
+            fitter.fit(writer, progress=progress and main, console=console, started=started)
+        except BaseException:
+            if writer is not None:  # queued checkpoint writes end before the run lock is released
+                writer.close(quiet=True)
+            raise
     if writer is None:
         return None
     run = writer.finish(wall_seconds=fitter.wall_before + time.perf_counter() - started)
