@@ -3,11 +3,13 @@
 Per architecture, in one run and on the same data (synth-cxr train/val at the profile's size):
 
 - **bare step**: forward + backward + optimizer step of the recipe's model on float batches already
-  in memory (no data handling, no augmentation, no validation, no checkpoint), timed over at least
-  ``--seconds`` per trial;
+  in memory (no data handling, no augmentation, no validation, no checkpoint), timed for half of
+  ``--seconds`` just before and half just after each end-to-end run (their mean is the trial's bare rate);
 - **end to end**: the trainer's real epoch loop (``_Fitter.fit``) for ``--epochs`` epochs: uint8
   batches, recipe preprocessing and augmentation, loss, optimizer, validation every epoch and the
-  checkpoints it writes (weights + resume state, sha256, atomic), in a temporary store;
+  checkpoints it writes (weights + resume state, sha256, atomic), in a temporary store; the epoch
+  weights are written by the writer thread while training goes on, and the wall ends when the last
+  one is on disk (``writer.close()``), so that thread's cost lands in the model steps it slows;
 - **where the rest goes**: the end-to-end wall split into model steps, batch preparation
   (uint8 -> float, augmentation), validation, checkpointing and everything else.
 
@@ -93,6 +95,13 @@ class Timers:
         setattr(owner, name, timed)
 
 
+def fresh_fitter(arch: str, epochs: int, train_set, val_set, spec, device):
+    """A new trainer loop of ``arch`` (model, optimizer, data) for a bare-step window before a trial."""
+    recipe_name, recipe = recipe_for(arch, epochs)
+    entry = ZooEntry(name=f"bench-{arch}", architecture=arch, dataset="synth-cxr", recipe=recipe_name, seed=0)
+    return trainer._Fitter(entry, recipe, spec, device, train_set, val_set)
+
+
 def end_to_end(arch: str, epochs: int, train_set, val_set, spec, device) -> tuple[float, dict[str, float], object]:
     """img/s over the whole fit loop and the seconds per part; the fitter is returned for the bare step."""
     recipe_name, recipe = recipe_for(arch, epochs)
@@ -107,8 +116,10 @@ def end_to_end(arch: str, epochs: int, train_set, val_set, spec, device) -> tupl
         timers.wrap(writer, "save_epoch", "checkpoint: epoch weights")
         timers.wrap(writer, "save_resume", "checkpoint: resume state")
         timers.wrap(fitter, "train_epoch", "train epochs")
+        timers.wrap(writer, "close", "checkpoint: waiting for the writer thread")
         started = time.perf_counter()
         fitter.fit(writer, progress=False, console=None, started=started)
+        writer.close()  # every queued checkpoint on disk: its time counts
         wall = time.perf_counter() - started
     parts = dict(timers.seconds)
     train = parts.pop("train epochs")
@@ -122,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", default=",".join(ARCHS))
     parser.add_argument("--epochs", type=int, default=2, help="epochs per end-to-end trial")
-    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=20.0, help="bare-step seconds per trial")
     args = parser.parse_args(argv)
     spec, device = get_profile("cpu"), torch.device("cpu")
@@ -132,14 +143,18 @@ def main(argv: list[str] | None = None) -> int:
     for arch in args.archs.split(","):
         e2e, bare, breakdowns = [], [], []
         for _ in range(args.trials):
+            before = bare_step_rate(fresh_fitter(arch, args.epochs, train_set, val_set, spec, device),
+                                    seconds=args.seconds / 2)
             rate, parts, fitter = end_to_end(arch, args.epochs, train_set, val_set, spec, device)
+            after = bare_step_rate(fitter, seconds=args.seconds / 2)
             e2e.append(rate)
             breakdowns.append(parts)
-            bare.append(bare_step_rate(fitter, seconds=args.seconds))
+            bare.append((before + after) / 2)
             del fitter
         e2e_rate, bare_rate = statistics.median(e2e), statistics.median(bare)
-        # Each trial's end-to-end run and bare step run back to back, so their ratio cancels the slow drifts
-        # of this VM (+-30% between trials); the median of those paired ratios is the figure.
+        # Each trial's end-to-end run sits between two bare-step windows (half the seconds each, averaged), so
+        # their ratio cancels the drifts of this VM (+-30% between trials, and within one); the median of those
+        # paired ratios is the figure.
         paired = [a / b for a, b in zip(e2e, bare)]
         ratio = statistics.median(paired)
         parts = breakdowns[e2e.index(statistics.median_low(e2e))]
@@ -159,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                               img_size=spec.img_size, breakdown_seconds=parts))
     note = (f"cpu profile ({spec.img_size}x{spec.img_size}, fp32), synth-cxr train/val; end to end = the trainer's "
             f"fit loop for {args.epochs} epochs (data, augmentation, loss, optimizer, validation, checkpoints) / "
-            f"bare model step on {BARE_BATCHES} prepared batches (>= {args.seconds:.0f} s); ratio = median of "
+            f"bare model step on {BARE_BATCHES} prepared batches ({args.seconds / 2:.0f} s before and after each "
+            f"end-to-end run, averaged); ratio = median of "
             f"{args.trials} paired trials; "
             f"{torch.get_num_threads()} torch threads, run alone on an idle machine")
     print(write_results("train_e2e", device, records, note=note))
