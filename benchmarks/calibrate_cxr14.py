@@ -2,17 +2,21 @@
 
 ``xai-harness calibrate`` needs a healthy population and a defect zoo of the suite's dataset; the
 defect zoo is binary (synth-cxr), so for the multi-label suite this script measures every gated
-item of the suite on the healthy model(s) only and sets each threshold beyond the worst healthy
-value by 10% of it (at least 0.01; the rule of ``harness.meta.calibrate`` when no defect separates),
-rounded to 3 decimals in the passing direction of the healthy model. Nothing shows yet that these
-gates catch a defect: the calibration file says so per gate (``defects: {}``).
+item of the suite on the healthy models only (``--seeds 0,1,2`` trains two more seeds of each) and
+sets each threshold beyond the worst healthy value by the widest healthy 95% CI of the check (the
+spread that other patients add), or by 10% of the value (at least 0.01; the rule of
+``harness.meta.calibrate`` when no defect separates) where that is more, rounded to 3 decimals in the
+passing direction. Nothing shows yet that these gates catch a defect: the calibration file says so per
+gate (``defects: {}``).
 
 The calib split is the ``test`` split of a second synth-cxr14 world whose seed is derived from the
 model's dataset seed as for synth-cxr's ``calib`` split (``harness.data.splits.calibration_world``):
 other patients than every verdict's ``test`` (``test_decorrelated`` likewise becomes that world's).
 
-Run from the repository root (the model trains on first use; about 2 minutes on 2 CPU cores):
+Run from the repository root (each model trains on first use, about 2 minutes on 2 idle CPU cores; the
+measurement takes about 15 minutes per model):
 
+    .venv/bin/python benchmarks/calibrate_cxr14.py --profile cpu --seeds 0,1,2 --include-reported  # the shipped file
     .venv/bin/python benchmarks/calibrate_cxr14.py --profile cpu            # writes calibration/cxr14_cpu.json
     .venv/bin/python benchmarks/calibrate_cxr14.py --profile cpu --apply    # ... and the thresholds into the suite
     .venv/bin/python benchmarks/calibrate_cxr14.py --records FILE --apply   # propose again from saved values
@@ -39,9 +43,11 @@ BOUNDED = {"auroc", "macro_auroc", "f1", "fpr", "fnr", "calibration", "subgroup_
            "localisation_auc"}
 #: Chance-corrected similarities (0 = chance): a floor at or below 0 accepts chance-level maps.
 CHANCE_CORRECTED = {"checkpoint_consistency", "seed_consistency"}
-RULE = (f"no defect population yet: the threshold lies beyond the worst healthy value on the calib split by "
-        f"{RELATIVE_BUFFER:.0%} of it (at least {MIN_BUFFER}), rounded to 3 decimals towards passing the healthy "
-        "model(s); healthy_margin = worst healthy value minus the threshold, in the passing direction")
+RULE = (f"no defect population yet: the threshold lies beyond the worst healthy value on the calib split by the "
+        f"widest healthy 95% CI of the check (ci_high - ci_low: the patient-sampling spread a test split adds), or by "
+        f"{RELATIVE_BUFFER:.0%} of the value (at least {MIN_BUFFER}) where that is more, rounded to 3 decimals towards "
+        "passing the healthy models; healthy_margin = worst healthy value minus the threshold, in the passing "
+        "direction")
 
 
 def calib_context(session: Any, model: str, suite: Any) -> Any:
@@ -56,8 +62,36 @@ def calib_context(session: Any, model: str, suite: Any) -> Any:
     return ModelContext(model, ctx.model, manifest, ctx.twins, None, ctx.batch_size, seed=ctx.seed), world_seed
 
 
-def measure(suite: Any, models: tuple[str, ...], profile: str | None, checkpoint_dir: str | None) -> list[dict]:
-    """One record per gated (check, explainer) of ``suite`` and healthy model, on the calib world."""
+def seed_name(model: str, seed: int) -> str:
+    """The name of ``model``'s zoo entry trained with another seed (``<model>_s<seed>``; seed 0 is the entry)."""
+    return model if seed == 0 else f"{model}_s{seed}"
+
+
+def add_seed_variants(session: Any, models: tuple[str, ...], seeds: tuple[int, ...]) -> tuple[str, ...]:
+    """Each zoo model with each seed, as the session's models (another seed: the same entry with that seed,
+    trained on first use with progress, named by :func:`seed_name`)."""
+    from dataclasses import replace
+
+    from harness.explain.context import ModelContext
+    from harness.models.zoo import get_zoo_entry
+
+    names = []
+    for model in models:
+        for seed in seeds:
+            name = seed_name(model, seed)
+            if seed != 0:
+                entry = replace(get_zoo_entry(model), name=name, seed=seed)
+                subject = session.provider.resolve(entry)
+                session.add_context(ModelContext(name, subject.model, subject.manifest, session.provider.twins(subject),
+                                                 seed=session.seed))
+            names.append(name)
+    return tuple(names)
+
+
+def measure(suite: Any, models: tuple[str, ...], profile: str | None, checkpoint_dir: str | None,
+            seeds: tuple[int, ...] = (0,), reported: bool = False) -> list[dict]:
+    """One record per gated (check, explainer) of ``suite`` and healthy model (each with each of ``seeds``),
+    on the calib world; ``reported``: reported-only items (severity warn) too."""
     from harness.checks.registry import get_check
     from harness.checks.runner import error_result, run_check
     from harness.explain import EXPLAINERS, list_explainers
@@ -66,12 +100,12 @@ def measure(suite: Any, models: tuple[str, ...], profile: str | None, checkpoint
     list_explainers()
     session = HarnessSession(profile=profile, checkpoint_dir=checkpoint_dir)
     records = []
-    for model in models:
+    for model in add_seed_variants(session, models, seeds):
         ctx, world_seed = calib_context(session, model, suite)
         profile_name = str(ctx.manifest.get("profile", ""))
         for check in suite.checks:
             condition, params, skip = check.for_model(model, ctx.architecture, profile_name, ctx.family)
-            if skip or condition.severity != "fail":
+            if skip or (condition.severity != "fail" and not reported):
                 continue
             for explainer in check.explainers:
                 name = None if explainer == "-" else explainer
@@ -95,11 +129,12 @@ def measure(suite: Any, models: tuple[str, ...], profile: str | None, checkpoint
     return records
 
 
-def propose(suite: Any, records: list[dict]) -> list[dict]:
-    """Per gated check: the healthy values, the threshold beyond the worst of them and its margin."""
+def propose(suite: Any, records: list[dict], reported: bool = False) -> list[dict]:
+    """Per gated check (``reported``: and per reported-only one): the healthy values, the threshold beyond the
+    worst of them and its margin."""
     out = []
     for check in suite.checks:
-        if check.condition.severity != "fail":
+        if check.condition.severity != "fail" and not reported:
             continue
         gate_on, direction = check.condition.gate_on, check.condition.direction
         healthy = {f"{r['subject']}/{r['explainer']}".removesuffix("/-"): r[gate_on] for r in records
@@ -114,7 +149,7 @@ def propose(suite: Any, records: list[dict]) -> list[dict]:
             continue
         sign = 1.0 if direction == ">=" else -1.0
         worst = min(sign * v for v in healthy.values())
-        threshold = worst - max(MIN_BUFFER, RELATIVE_BUFFER * abs(worst))
+        threshold = worst - max(MIN_BUFFER, RELATIVE_BUFFER * abs(worst), _spread(records, check.id, gate_on))
         proposed = sign * math.floor(round(threshold * 1000, 6)) / 1000  # 3 decimals, towards passing
         vacuous = _cannot_fail(check.check, direction, proposed)
         out.append({**entry, "proposed": round(proposed, 3), "healthy_margin": round(worst - sign * proposed, 4),
@@ -122,6 +157,19 @@ def propose(suite: Any, records: list[dict]) -> list[dict]:
                         "; the threshold lies at the metric's bound or accepts chance level, so it cannot fail "
                         "meaningfully: the item is reported (severity warn)" if vacuous else "")})
     return out
+
+
+def _spread(records: list[dict], check_id: str, gate_on: str) -> float:
+    """How far the gated value of a healthy model moves on other patients: the widest 95% bootstrap CI
+    (ci_high - ci_low) among the healthy records of the check (0 when none has one).
+
+    A gate reads a CI bound on a new set of patients; between two independent patient samples an estimate
+    moves by up to about 1.4 CI half-widths (95%), so a threshold nearer to the calib value than one CI
+    width false-fails healthy models on test: 20 of 88 gates did so at the 10% rule (2026-12-01).
+    """
+    widths = [r["ci_high"] - r["ci_low"] for r in records
+              if r["check"] == check_id and _finite(r.get("ci_low")) and _finite(r.get("ci_high"))]
+    return max(widths, default=0.0)
 
 
 def _cannot_fail(registered: str, direction: str, threshold: float) -> bool:
@@ -150,11 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default=str(SUITE))
     parser.add_argument("--models", default=",".join(HEALTHY), help="healthy zoo models (comma-separated)")
+    parser.add_argument("--seeds", default="0", help="seeds of each model (comma-separated; seed s > 0 trains "
+                        "<model>_s<s> on first use, about 10 minutes each on 2 CPU cores)")
+    parser.add_argument("--merge", metavar="FILE", help="add the records of an earlier run (its calibration file) "
+                        "for models this run does not measure, then propose from all of them")
     parser.add_argument("--profile", choices=("cpu", "gpu"), default=None)
     parser.add_argument("--checkpoint-dir", default=None)
     parser.add_argument("--records", help="propose from the records of an earlier run instead of measuring again")
     parser.add_argument("--out", help="calibration file (default: the file the suite cites)")
     parser.add_argument("--apply", action="store_true", help="also write the thresholds into the suite file")
+    parser.add_argument("--include-reported", action="store_true", help="measure and calibrate the reported-only "
+                        "items (severity warn) too, e.g. a suite whose gates are all provisional (cxr14 today)")
     args = parser.parse_args(argv)
     suite = load_suite(args.suite, calibrating=True)
     models = tuple(m for m in args.models.split(",") if m)
@@ -164,10 +218,17 @@ def main(argv: list[str] | None = None) -> int:
         records, models, profile = saved["records"], tuple(saved["population"]["healthy"]), saved["profile"]
         measured_on, seconds = saved["machine"], saved["seconds"]["evaluation"]
     else:
-        records = measure(suite, models, args.profile, args.checkpoint_dir)
+        seeds = tuple(int(x) for x in args.seeds.split(",") if x.strip())
+        records = measure(suite, models, args.profile, args.checkpoint_dir, seeds, args.include_reported)
+        models = tuple(seed_name(m, s) for m in models for s in seeds)
         profile = args.profile or ("gpu" if __import__("torch").cuda.is_available() else "cpu")
         measured_on, seconds = machine(), round(time.perf_counter() - started)
-    checks = propose(suite, records)
+    if args.merge:  # e.g. seed 0 measured earlier, seed 1 now: one population
+        earlier = json.loads(Path(args.merge).read_text())
+        kept = [r for r in earlier["records"] if r["subject"] not in models]
+        records = kept + records
+        models = tuple(dict.fromkeys([r["subject"] for r in kept] + list(models)))
+    checks = propose(suite, records, args.include_reported)
     out = Path(args.out) if args.out else (suite.calibration or SUITE.parent / "calibration" / f"cxr14_{profile}.json")
     write_json(out, {
         "schema": SCHEMA, "suite": suite.name, "profile": profile,

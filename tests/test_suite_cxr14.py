@@ -94,6 +94,36 @@ def test_every_calibrated_item_cites_its_threshold_from_the_calib_split_and_none
     assert set(cited) <= {c.id for c in suite.checks}, "the calibration file cites checks the suite does not have"
 
 
+def _calibration_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("calibrate_cxr14", REPO / "benchmarks" / "calibrate_cxr14.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_calibration_keeps_a_healthy_ci_width_or_ten_percent_beyond_the_worst_healthy_model(suite):
+    """The rule that sets the suite's thresholds: beyond the worst healthy value by the widest healthy CI
+    (other patients move a CI bound about that much), or by 10% of the value where that is more."""
+    script = _calibration_script()
+
+    def record(check, model, low, high):
+        return {"check": check, "subject": model, "explainer": "-", "value": (low + high) / 2, "ci_low": low,
+                "ci_high": high, "message": ""}
+
+    wide = [record("performance_macro_auroc", "a", 0.85, 0.95), record("performance_macro_auroc", "b", 0.82, 0.86),
+            record("performance_fpr_nodule", "a", 0.00, 0.02), record("performance_fpr_nodule", "b", 0.02, 0.05)]
+    proposed = {p["check"]: p for p in script.propose(suite, wide, reported=True)}
+    assert proposed["performance_macro_auroc"]["proposed"] == pytest.approx(0.72)  # 0.82 - CI width 0.10
+    assert proposed["performance_fpr_nodule"]["proposed"] == pytest.approx(0.08)  # 0.05 + CI width 0.03
+    narrow = [record("performance_macro_auroc", "a", 0.82, 0.84)]
+    proposed = {p["check"]: p for p in script.propose(suite, narrow, reported=True)}
+    assert proposed["performance_macro_auroc"]["proposed"] == pytest.approx(0.738)  # 10% of 0.82 is more
+    assert proposed["performance_macro_auroc"]["healthy_margin"] == pytest.approx(0.082)
+    assert not script.propose(suite, narrow), "without reported=True the provisional (warn) items are left alone"
+
+
 def test_it_applies_to_the_multilabel_zoo_and_the_pneumothorax_suite_to_the_binary_one(suite):
     pneumothorax = load_suite(REPO / "suites" / "pneumothorax.yaml")
     for model in ("densenet121_minus2_chextransfer", "densenet121_chextransfer", "resnet50_cxr14"):
