@@ -20,6 +20,8 @@ measurement takes about 15 minutes per model):
     .venv/bin/python benchmarks/calibrate_cxr14.py --profile cpu            # writes calibration/cxr14_cpu.json
     .venv/bin/python benchmarks/calibrate_cxr14.py --profile cpu --apply    # ... and the thresholds into the suite
     .venv/bin/python benchmarks/calibrate_cxr14.py --records FILE --apply   # propose again from saved values
+    .venv/bin/python benchmarks/calibrate_cxr14.py --include-reported --defects shifted_maps,weights_randomised \
+        --defects-only --merge suites/calibration/cxr14_cpu.json           # which items catch which defect
 """
 
 from __future__ import annotations
@@ -88,60 +90,111 @@ def add_seed_variants(session: Any, models: tuple[str, ...], seeds: tuple[int, .
     return tuple(names)
 
 
+#: Defects of the zoo that need no training, so they apply to a multi-label model as they are: explainer stand-ins
+#: and the weight-randomised network (the trained ones are built on binary synth-cxr data).
+UNTRAINED_KINDS = ("explainer", "weights")
+
+
 def measure(suite: Any, models: tuple[str, ...], profile: str | None, checkpoint_dir: str | None,
-            seeds: tuple[int, ...] = (0,), reported: bool = False) -> list[dict]:
+            seeds: tuple[int, ...] = (0,), reported: bool = False, defects: tuple[str, ...] = (),
+            healthy: bool = True) -> list[dict]:
     """One record per gated (check, explainer) of ``suite`` and healthy model (each with each of ``seeds``),
-    on the calib world; ``reported``: reported-only items (severity warn) too."""
-    from harness.checks.registry import get_check
-    from harness.checks.runner import error_result, run_check
-    from harness.explain import EXPLAINERS, list_explainers
+    on the calib world; ``reported``: reported-only items (severity warn) too. Then each of ``defects``
+    (untrained kinds only) on the first model, on the items it touches (an explainer defect: the items of
+    the explainers it replaces), marked ``defect`` and ``intended``. ``healthy=False``: the defects only."""
+    from harness.explain import list_explainers
     from harness.session import HarnessSession
 
     list_explainers()
     session = HarnessSession(profile=profile, checkpoint_dir=checkpoint_dir)
     records = []
-    for model in add_seed_variants(session, models, seeds):
+    names = add_seed_variants(session, models, seeds)
+    for model in names if healthy else ():
         ctx, world_seed = calib_context(session, model, suite)
-        profile_name = str(ctx.manifest.get("profile", ""))
-        for check in suite.checks:
-            condition, params, skip = check.for_model(model, ctx.architecture, profile_name, ctx.family)
-            if skip or (condition.severity != "fail" and not reported):
-                continue
-            for explainer in check.explainers:
-                name = None if explainer == "-" else explainer
-                if name is not None and EXPLAINERS.meta(name).get("is_control"):
-                    continue  # controls judge the condition, not the model
-                started = time.perf_counter()
-                try:
-                    result = run_check(ctx, suite=suite.name, check_id=check.id, check=check.check, explainer=name,
-                                       params=params, condition=condition)
-                except Exception as err:  # noqa: BLE001  (an error record, as in a suite run)
-                    result = error_result(suite=suite.name, model=model, architecture=ctx.architecture,
-                                          explainer=name, check_id=check.id, category=get_check(check.check).category,
-                                          condition=condition, error=err)
-                records.append({"check": check.id, "registered": check.check, "subject": model,
-                                "explainer": explainer, "value": _number(result.value),
-                                "ci_low": _number(result.ci_low), "ci_high": _number(result.ci_high), "verdict": result.verdict.value, "n": result.n,
-                                "message": result.message, "world_seed": world_seed,
-                                "seconds": round(time.perf_counter() - started, 2)})
-                print(f"{check.id:45s} {explainer:10s} {result.verdict.value:5s} ci [{result.ci_low:.3f}, "
-                      f"{result.ci_high:.3f}] ({records[-1]['seconds']}s)", flush=True)  # progress of a script
+        records += _measure_context(suite, ctx, world_seed, reported)
+    for name in defects:
+        ctx, world_seed = calib_context(session, names[0], suite)
+        defect, defective = defect_context(ctx, name)
+        records += _measure_context(suite, defective, world_seed, reported, defect)
+    return records
+
+
+def defect_context(ctx: Any, name: str) -> tuple[Any, Any]:
+    """``ctx``'s model with defect ``name`` of the zoo (``xai-harness list defects``): its explainers replaced by
+    the stand-ins, or its weights re-initialised (no twins: a randomised network has no previous epoch)."""
+    from harness.explain.context import ModelContext, create_context_explainer
+    from harness.meta.defects import get_defect, randomised_copy
+
+    defect = get_defect(name)
+    if defect.kind not in UNTRAINED_KINDS:
+        raise SystemExit(f"defect {name!r} is of kind {defect.kind!r}: it is trained on binary synth-cxr data and "
+                         f"has no multi-label version yet; usable here: the {' and '.join(UNTRAINED_KINDS)} kinds")
+    label = f"{ctx.name}:{name}"
+    if defect.kind == "weights":
+        model = randomised_copy(ctx.model, ctx.manifest["architecture"], seed=1234)
+        return defect, ModelContext(label, model, {**ctx.manifest, "weights": "randomised"}, batch_size=ctx.batch_size,
+                                    seed=ctx.seed)
+    defective = ModelContext(label, ctx.model, ctx.manifest, ctx.twins, None, ctx.batch_size, seed=ctx.seed)
+    defective.explainers.update(defect.explainers(lambda explainer: create_context_explainer(explainer, ctx.seed)))
+    return defect, defective
+
+
+def _measure_context(suite: Any, ctx: Any, world_seed: int, reported: bool, defect: Any = None) -> list[dict]:
+    from harness.checks.registry import get_check
+    from harness.checks.runner import error_result, run_check
+    from harness.explain import EXPLAINERS
+
+    records = []
+    profile_name = str(ctx.manifest.get("profile", ""))
+    for check in suite.checks:
+        condition, params, skip = check.for_model(ctx.name, ctx.architecture, profile_name, ctx.family)
+        if skip or (condition.severity != "fail" and not reported):
+            continue
+        category = get_check(check.check).category
+        for explainer in check.explainers:
+            name = None if explainer == "-" else explainer
+            if name is not None and EXPLAINERS.meta(name).get("is_control"):
+                continue  # controls judge the condition, not the model
+            if defect is not None and defect.replaces and name not in defect.replaces:
+                continue  # an explainer defect leaves the other items as the healthy model's
+            started = time.perf_counter()
+            try:
+                result = run_check(ctx, suite=suite.name, check_id=check.id, check=check.check, explainer=name,
+                                   params=params, condition=condition)
+            except Exception as err:  # noqa: BLE001  (an error record, as in a suite run)
+                result = error_result(suite=suite.name, model=ctx.name, architecture=ctx.architecture,
+                                      explainer=name, check_id=check.id, category=category,
+                                      condition=condition, error=err)
+            record = {"check": check.id, "registered": check.check, "subject": ctx.name,
+                      "explainer": explainer, "value": _number(result.value),
+                      "ci_low": _number(result.ci_low), "ci_high": _number(result.ci_high),
+                      "verdict": result.verdict.value, "n": result.n, "message": result.message,
+                      "world_seed": world_seed, "seconds": round(time.perf_counter() - started, 2)}
+            if defect is not None:
+                record.update(defect=defect.name, intended=defect.intends(check.check, category, params))
+            records.append(record)
+            print(f"{ctx.name[-24:]:24s} {check.id:45s} {explainer:10s} {result.verdict.value:5s} ci "
+                  f"[{result.ci_low:.3f}, {result.ci_high:.3f}] ({record['seconds']}s)", flush=True)  # progress
     return records
 
 
 def propose(suite: Any, records: list[dict], reported: bool = False) -> list[dict]:
     """Per gated check (``reported``: and per reported-only one): the healthy values, the threshold beyond the
-    worst of them and its margin."""
+    worst of them and its margin; and each measured defect's value, whether the threshold catches it, and the
+    margin of the least caught intended defect (negative: an intended defect passes)."""
+    healthy_records = [r for r in records if not r.get("defect")]
     out = []
     for check in suite.checks:
         if check.condition.severity != "fail" and not reported:
             continue
         gate_on, direction = check.condition.gate_on, check.condition.direction
-        healthy = {f"{r['subject']}/{r['explainer']}".removesuffix("/-"): r[gate_on] for r in records
+        healthy = {f"{r['subject']}/{r['explainer']}".removesuffix("/-"): r[gate_on] for r in healthy_records
                    if r["check"] == check.id and _finite(r[gate_on])}
+        defective = [r for r in records if r.get("defect") and r["check"] == check.id and _finite(r[gate_on])]
         entry = {"check": check.id, "registered": check.check, "gate_on": gate_on, "direction": direction,
-                 "current": check.condition.threshold, "healthy": healthy, "defects": {}, "defect_margin": None,
-                 "separates": False}
+                 "current": check.condition.threshold, "healthy": healthy,
+                 "defects": {f"{r['defect']}/{r['explainer']}".removesuffix("/-"): r[gate_on] for r in defective},
+                 "defect_margin": None, "separates": False}
         if not healthy:
             problems = sorted({r["message"] for r in records if r["check"] == check.id})
             out.append({**entry, "proposed": check.condition.threshold, "healthy_margin": None,
@@ -149,14 +202,34 @@ def propose(suite: Any, records: list[dict], reported: bool = False) -> list[dic
             continue
         sign = 1.0 if direction == ">=" else -1.0
         worst = min(sign * v for v in healthy.values())
-        threshold = worst - max(MIN_BUFFER, RELATIVE_BUFFER * abs(worst), _spread(records, check.id, gate_on))
-        proposed = sign * math.floor(round(threshold * 1000, 6)) / 1000  # 3 decimals, towards passing
+        threshold = worst - max(MIN_BUFFER, RELATIVE_BUFFER * abs(worst), _spread(healthy_records, check.id, gate_on))
+        proposed = round(sign * math.floor(round(threshold * 1000, 6)) / 1000, 3)  # 3 decimals, towards passing
         vacuous = _cannot_fail(check.check, direction, proposed)
-        out.append({**entry, "proposed": round(proposed, 3), "healthy_margin": round(worst - sign * proposed, 4),
-                    "vacuous": vacuous, "note": "no defect evidence yet: beyond the worst healthy value" + (
+        caught = sorted(k for k, v in entry["defects"].items() if sign * (v - proposed) < 0)
+        intended = [sign * (r[gate_on] - proposed) for r in defective if r.get("intended")]
+        evidence = (f"catches {', '.join(caught)}" if caught else "catches none of the measured defects") \
+            if defective else "no defect evidence yet"
+        out.append({**entry, "proposed": proposed, "healthy_margin": round(worst - sign * proposed, 4),
+                    "defect_margin": round(-max(intended), 4) if intended else None,
+                    "separates": bool(intended) and max(intended) < 0, "caught": caught,
+                    "vacuous": vacuous, "note": f"{evidence}; beyond the worst healthy value" + (
                         "; the threshold lies at the metric's bound or accepts chance level, so it cannot fail "
                         "meaningfully: the item is reported (severity warn)" if vacuous else "")})
     return out
+
+
+def defect_summary(checks: list[dict], records: list[dict]) -> list[str]:
+    """Per measured defect: how many of its intended items (and of all its items) the proposed thresholds catch."""
+    proposed = {c["check"]: c for c in checks}
+    lines = []
+    for name in dict.fromkeys(r["defect"] for r in records if r.get("defect")):
+        mine = [r for r in records if r.get("defect") == name and r["check"] in proposed]
+        def caught(r):
+            return f"{name}/{r['explainer']}".removesuffix("/-") in proposed[r["check"]].get("caught", [])
+        intended = [r for r in mine if r.get("intended")]
+        lines.append(f"{name}: intended items caught {sum(map(caught, intended))} of {len(intended)}; "
+                     f"all items caught {sum(map(caught, mine))} of {len(mine)}")
+    return lines
 
 
 def _spread(records: list[dict], check_id: str, gate_on: str) -> float:
@@ -207,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", help="propose from the records of an earlier run instead of measuring again")
     parser.add_argument("--out", help="calibration file (default: the file the suite cites)")
     parser.add_argument("--apply", action="store_true", help="also write the thresholds into the suite file")
+    parser.add_argument("--defects", default="", help="comma-separated defects of the zoo that need no training "
+                        "(explainer stand-ins, weights_randomised), measured on the first model: which items catch them")
+    parser.add_argument("--defects-only", action="store_true", help="measure the --defects only (the healthy "
+                        "records come from --merge)")
     parser.add_argument("--include-reported", action="store_true", help="measure and calibrate the reported-only "
                         "items (severity warn) too, e.g. a suite whose gates are all provisional (cxr14 today)")
     args = parser.parse_args(argv)
@@ -219,22 +296,29 @@ def main(argv: list[str] | None = None) -> int:
         measured_on, seconds = saved["machine"], saved["seconds"]["evaluation"]
     else:
         seeds = tuple(int(x) for x in args.seeds.split(",") if x.strip())
-        records = measure(suite, models, args.profile, args.checkpoint_dir, seeds, args.include_reported)
-        models = tuple(seed_name(m, s) for m in models for s in seeds)
+        defects = tuple(d.strip() for d in args.defects.split(",") if d.strip())
+        records = measure(suite, models, args.profile, args.checkpoint_dir, seeds, args.include_reported, defects,
+                          healthy=not args.defects_only)
+        models = () if args.defects_only else tuple(seed_name(m, s) for m in models for s in seeds)
         profile = args.profile or ("gpu" if __import__("torch").cuda.is_available() else "cpu")
         measured_on, seconds = machine(), round(time.perf_counter() - started)
     if args.merge:  # e.g. seed 0 measured earlier, seed 1 now: one population
         earlier = json.loads(Path(args.merge).read_text())
-        kept = [r for r in earlier["records"] if r["subject"] not in models]
+        measured = {r["subject"] for r in records}
+        kept = [r for r in earlier["records"] if r["subject"] not in measured]
         records = kept + records
-        models = tuple(dict.fromkeys([r["subject"] for r in kept] + list(models)))
+        models = tuple(dict.fromkeys([r["subject"] for r in kept if not r.get("defect")] + list(models)))
     checks = propose(suite, records, args.include_reported)
+    for line in defect_summary(checks, records):
+        print(line)
     out = Path(args.out) if args.out else (suite.calibration or SUITE.parent / "calibration" / f"cxr14_{profile}.json")
     write_json(out, {
         "schema": SCHEMA, "suite": suite.name, "profile": profile,
         "split": "calib (the test split of a second synth-cxr14 world, seed from calibration_world: patients "
                  "disjoint from every verdict's test split)",
-        "population": {"healthy": list(models), "defects": []}, "machine": measured_on,
+        "population": {"healthy": list(models),
+                       "defects": list(dict.fromkeys(r["defect"] for r in records if r.get("defect")))},
+        "defect_summary": defect_summary(checks, records), "machine": measured_on,
         "seconds": {"evaluation": seconds}, "rule": RULE,
         "script": "benchmarks/calibrate_cxr14.py", "checks": checks, "records": records,
     })

@@ -124,6 +124,30 @@ def test_calibration_keeps_a_healthy_ci_width_or_ten_percent_beyond_the_worst_he
     assert not script.propose(suite, narrow), "without reported=True the provisional (warn) items are left alone"
 
 
+def test_calibration_reports_which_defects_an_item_catches_without_letting_them_move_the_threshold(suite):
+    script = _calibration_script()
+
+    def record(model, low, high, defect=None, intended=False):
+        out = {"check": "localisation_map_auc_nodule", "subject": model, "explainer": "gradcam",
+               "value": (low + high) / 2, "ci_low": low, "ci_high": high, "message": ""}
+        return {**out, "defect": defect, "intended": intended} if defect else out
+
+    healthy = [record("a", 0.70, 0.78), record("b", 0.66, 0.72)]
+    shifted = record("a:shifted_maps", 0.40, 0.48, "shifted_maps", intended=True)
+    jumpy = record("a:jumpy_explainer", 0.64, 0.70, "jumpy_explainer")
+    entry = {p["check"]: p for p in script.propose(suite, healthy + [shifted, jumpy], reported=True)}[
+        "localisation_map_auc_nodule"]
+    assert entry["proposed"] == pytest.approx(0.58)  # 0.66 - widest healthy CI 0.08: the defects do not move it
+    assert entry["caught"] == ["shifted_maps/gradcam"] and entry["defects"]["jumpy_explainer/gradcam"] == 0.64
+    assert entry["defect_margin"] == pytest.approx(0.18) and entry["separates"]
+    checks = script.propose(suite, healthy + [shifted, jumpy], reported=True)
+    assert script.defect_summary(checks, healthy + [shifted, jumpy]) == [
+        "shifted_maps: intended items caught 1 of 1; all items caught 1 of 1",
+        "jumpy_explainer: intended items caught 0 of 0; all items caught 0 of 1"]
+    with pytest.raises(SystemExit, match="no multi-label version"):
+        script.defect_context(None, "shuffled_labels")
+
+
 def test_it_applies_to_the_multilabel_zoo_and_the_pneumothorax_suite_to_the_binary_one(suite):
     pneumothorax = load_suite(REPO / "suites" / "pneumothorax.yaml")
     for model in ("densenet121_minus2_chextransfer", "densenet121_chextransfer", "resnet50_cxr14"):
