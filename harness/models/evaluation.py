@@ -58,12 +58,21 @@ def _evaluate_multilabel(logits: torch.Tensor, labels: torch.Tensor) -> dict[str
 
 
 def _auroc(y, score) -> float:
-    """AUROC by ranks (``harness.metrics.performance.auroc``, equal to sklearn's, tested): NaN for one class.
-    Not sklearn: importing it costs a training process 1-2 s."""
-    from harness.metrics.performance import auroc
-
-    return float(auroc(torch.as_tensor(score, dtype=torch.float64), torch.as_tensor(y)))
-
+    """AUROC by the Mann-Whitney U statistic with average ranks for ties (Hanley & McNeil 1982): sklearn's
+    ``roc_auc_score`` within float rounding (tested), NaN for one class. Not sklearn, whose import costs a
+    training process 1-2 s; not ``harness.metrics`` either (a later stage: ``auroc`` there is the same formula,
+    batched over bootstrap rows)."""
+    s = torch.as_tensor(score, dtype=torch.float64).flatten()
+    positive = torch.as_tensor(y).flatten() != 0
+    n_pos = int(positive.sum())
+    n_neg = len(s) - n_pos
+    if n_pos == 0 or n_neg == 0 or bool(s.isnan().any()):
+        return float("nan")
+    values, inverse, counts = torch.unique(s, sorted=True, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).to(torch.float64)
+    average_rank = ends - (counts.to(torch.float64) - 1) / 2  # ranks 1..N; a tie group shares its mean rank
+    rank_sum = float(average_rank[inverse][positive].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 __all__ = ["evaluate"]
