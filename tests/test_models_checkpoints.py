@@ -318,6 +318,44 @@ def test_a_failed_background_write_is_raised_and_stops_later_writes(tmp_path, mo
     writer.close(quiet=True)  # a failing run closes without hiding its own error
 
 
+def test_writes_queued_behind_a_failed_one_are_dropped_even_after_the_error_was_raised(tmp_path, monkeypatch):
+    """Epoch 3 was queued before epoch 2's write failed; the training thread raises the failure before the
+    writer thread reaches epoch 3: epoch 3 must still not be written (run.json would name a missing epoch 2)."""
+    from harness.models.architectures import create_model
+
+    store = CheckpointStore(tmp_path)
+    entry = toy_entry("queued", size=16, n=32)
+    writer = store.start_run(entry, get_recipe(entry.recipe, "cpu"), "cpu", {})
+    model = create_model("test_resnet", img_size=16)
+    writer.save_epoch(model, 1, {"val_auroc": 0.5})
+    writer.flush()
+    real, failing, hold = ckpt.atomic_write_bytes, threading.Event(), threading.Event()
+
+    def full(path, data):
+        if path.name == "epoch-002.safetensors":
+            failing.wait(10)
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(ckpt, "atomic_write_bytes", full)
+    writer.save_epoch(model, 2, {"val_auroc": 0.6})
+    held = writer._writer.submit(hold.wait, 10)  # keeps the writer thread between epoch 2 and epoch 3
+    writer.save_epoch(model, 3, {"val_auroc": 0.7})
+    failing.set()
+    deadline = time.monotonic() + 10
+    while writer._failure is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(CheckpointError, match="No space left"):
+        writer._raise_failure()  # what the next save_epoch does first
+    hold.set()
+    held.result()
+    with pytest.raises(CheckpointError, match="earlier checkpoint write failed"):
+        writer.flush()
+    assert not (writer.run_dir / "epoch-003.safetensors").exists()
+    assert json.loads((writer.run_dir / "run.json").read_text())["epochs"] == [1]
+    writer.close(quiet=True)
+
+
 # --- the store vouches only for what it verified
 
 

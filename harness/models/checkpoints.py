@@ -229,8 +229,8 @@ class RunWriter:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"checkpoints-{self.entry.name}")
 
         def guarded() -> None:
-            if self._failure is not None:
-                return
+            if self._failure is not None or self._stopped is not None:
+                return  # after a failed write nothing more is written (run.json must not name missing files)
             try:
                 job()
             except BaseException as err:  # noqa: BLE001  (kept, raised in the training thread)
