@@ -225,6 +225,21 @@ def test_a_finding_parameter_checks_that_finding_and_shares_the_predictions(toy)
     assert torch.equal(bar.scores("test"), toy.probs("test")[:, 1])
 
 
+def test_an_explainer_set_on_the_model_explains_every_finding_controls_stay_per_finding(toy):
+    """A stand-in (the defect zoo's, or a user's own instance) must reach the finding items: before, each
+    finding's sibling made fresh explainers by name and silently measured the real explainer instead."""
+    from harness.explain.context import create_context_explainer
+    from harness.meta.defects import get_defect
+
+    toy.explainers.update(get_defect("shifted_maps").explainers(lambda name: create_context_explainer(name, 0)))
+    bar = toy.for_finding("bar")
+    assert bar.explainer("gradient") is toy.explainer("gradient")
+    real = ModelContext("real", toy.model, toy.manifest, batch_size=16).for_finding("bar").maps("gradient", "test")
+    assert not torch.equal(bar.maps("gradient", "test"), real)  # the shifted maps, not the gradient's
+    toy.explainer("random")
+    assert "random" not in bar.explainers or bar.explainers["random"] is not toy.explainers["random"]
+
+
 def test_a_check_with_its_own_finding_parameter_reads_it_any_other_runs_on_the_finding(toy):
     ctx, params = finding_context(toy, get_check("auroc"), {"finding": "bar", "n_boot": 10})
     assert ctx is toy.for_finding("bar") and params == {"finding": "bar", "n_boot": 10}

@@ -173,7 +173,10 @@ class ModelContext:
         """This model checked on another finding (a suite item's ``finding`` parameter), made once.
 
         The sibling shares the data and predictions (they do not depend on the finding) but keeps its
-        own maps, memo and explainers, which do. ``finding`` must be one of the dataset's findings.
+        own maps and memo, which do. It uses this context's explainer instances (a stand-in or a user's
+        own instance set in ``explainers`` explains every finding), except the controls: their noise is
+        drawn per context and call, so each sibling makes its own. ``finding`` must be one of the
+        dataset's findings.
         """
         if not self.multilabel:
             raise ValueError(f"model {self.name!r} is not multi-label: drop the 'finding' parameter")
@@ -181,9 +184,13 @@ class ModelContext:
         finding = data.finding_names[data.finding_index(finding)]  # an unknown name raises, listing the findings
         if self.finding is not None and data.finding_index(self.finding) == data.finding_names.index(finding):
             return self
-        return self.memo(("for_finding", finding), lambda: ModelContext(
-            self.name, self.model, self.manifest, self.twins, self.max_images, self.batch_size, finding, self.seed,
-            _datasets=self._datasets, _probs=self._probs))
+        def sibling() -> ModelContext:
+            shared = {name: e for name, e in self.explainers.items()
+                      if not (name in EXPLAINERS and EXPLAINERS.meta(name).get("is_control"))}
+            return ModelContext(self.name, self.model, self.manifest, self.twins, self.max_images, self.batch_size,
+                                finding, self.seed, explainers=shared, _datasets=self._datasets, _probs=self._probs)
+
+        return self.memo(("for_finding", finding), sibling)
 
     def explainer(self, name: str) -> Explainer:
         """This model's instance of explainer ``name`` (controls seeded with the run seed)."""
