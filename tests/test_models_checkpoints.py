@@ -290,15 +290,21 @@ def test_epoch_writes_run_on_the_writer_thread_in_order_and_flush_waits(tmp_path
     assert run.completed and run.epochs == [2, 3]
 
 
-def test_a_failed_background_write_is_raised_and_stops_later_writes(tmp_path, monkeypatch):
+def _writer_past_epoch_1(tmp_path, name: str):
+    """A run writer whose epoch 1 is on disk, and its model."""
     from harness.models.architectures import create_model
 
     store = CheckpointStore(tmp_path)
-    entry = toy_entry("full-disk", size=16, n=32)
+    entry = toy_entry(name, size=16, n=32)
     writer = store.start_run(entry, get_recipe(entry.recipe, "cpu"), "cpu", {})
     model = create_model("test_resnet", img_size=16)
     writer.save_epoch(model, 1, {"val_auroc": 0.5})
     writer.flush()
+    return writer, model
+
+
+def test_a_failed_background_write_is_raised_and_stops_later_writes(tmp_path, monkeypatch):
+    writer, model = _writer_past_epoch_1(tmp_path, "full-disk")
     real = ckpt.atomic_write_bytes
 
     def full(path, data):
@@ -321,14 +327,7 @@ def test_a_failed_background_write_is_raised_and_stops_later_writes(tmp_path, mo
 def test_writes_queued_behind_a_failed_one_are_dropped_even_after_the_error_was_raised(tmp_path, monkeypatch):
     """Epoch 3 was queued before epoch 2's write failed; the training thread raises the failure before the
     writer thread reaches epoch 3: epoch 3 must still not be written (run.json would name a missing epoch 2)."""
-    from harness.models.architectures import create_model
-
-    store = CheckpointStore(tmp_path)
-    entry = toy_entry("queued", size=16, n=32)
-    writer = store.start_run(entry, get_recipe(entry.recipe, "cpu"), "cpu", {})
-    model = create_model("test_resnet", img_size=16)
-    writer.save_epoch(model, 1, {"val_auroc": 0.5})
-    writer.flush()
+    writer, model = _writer_past_epoch_1(tmp_path, "queued")
     real, failing, hold = ckpt.atomic_write_bytes, threading.Event(), threading.Event()
 
     def full(path, data):

@@ -68,7 +68,7 @@ def _auroc(y, score) -> float:
     n_neg = len(s) - n_pos
     if n_pos == 0 or n_neg == 0 or bool(s.isnan().any()):
         return float("nan")
-    values, inverse, counts = torch.unique(s, sorted=True, return_inverse=True, return_counts=True)
+    _, inverse, counts = torch.unique(s, sorted=True, return_inverse=True, return_counts=True)
     ends = counts.cumsum(0).to(torch.float64)
     average_rank = ends - (counts.to(torch.float64) - 1) / 2  # ranks 1..N; a tie group shares its mean rank
     rank_sum = float(average_rank[inverse][positive].sum())
