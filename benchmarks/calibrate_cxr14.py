@@ -1,13 +1,14 @@
 """Calibrate suites/cxr14.yaml's gates on the calib split of healthy multi-label zoo models.
 
-``xai-harness calibrate`` needs a healthy population and a defect zoo of the suite's dataset; the
+``xai-harness calibrate`` needs a healthy population and a defect zoo of the suite's dataset; its
 defect zoo is binary (synth-cxr), so for the multi-label suite this script measures every gated
-item of the suite on the healthy models only (``--seeds 0,1,2`` trains two more seeds of each) and
-sets each threshold beyond the worst healthy value by the widest healthy 95% CI of the check (the
+item of the suite on the healthy models (``--seeds 0,1,2`` trains two more seeds of each) and
+sets each threshold from them alone: beyond the worst healthy value by the widest healthy 95% CI of the check (the
 spread that other patients add), or by 10% of the value (at least 0.01; the rule of
 ``harness.meta.calibrate`` when no defect separates) where that is more, rounded to 3 decimals in the
-passing direction. Nothing shows yet that these gates catch a defect: the calibration file says so per
-gate (``defects: {}``).
+passing direction. ``--defects`` then measures which items catch which defect (the zoo's untrained
+ones on the healthy model, and multi-label models trained with a defect: :func:`multilabel_defects`);
+the calibration file records it per gate, and defects never move a threshold.
 
 The calib split is the ``test`` split of a second synth-cxr14 world whose seed is derived from the
 model's dataset seed as for synth-cxr's ``calib`` split (``harness.data.splits.calibration_world``):
@@ -22,6 +23,9 @@ measurement takes about 15 minutes per model):
     .venv/bin/python benchmarks/calibrate_cxr14.py --records FILE --apply   # propose again from saved values
     .venv/bin/python benchmarks/calibrate_cxr14.py --include-reported --defects shifted_maps,weights_randomised \
         --defects-only --merge suites/calibration/cxr14_cpu.json           # which items catch which defect
+    .venv/bin/python benchmarks/calibrate_cxr14.py --include-reported \
+        --defects shuffled_labels,undertrained,shortcut_chest_drain,shortcut_border \
+        --defects-only --merge suites/calibration/cxr14_cpu.json           # trained defects (first use: trains)
 """
 
 from __future__ import annotations
@@ -74,7 +78,6 @@ def add_seed_variants(session: Any, models: tuple[str, ...], seeds: tuple[int, .
     trained on first use with progress, named by :func:`seed_name`)."""
     from dataclasses import replace
 
-    from harness.explain.context import ModelContext
     from harness.models.zoo import get_zoo_entry
 
     names = []
@@ -82,17 +85,79 @@ def add_seed_variants(session: Any, models: tuple[str, ...], seeds: tuple[int, .
         for seed in seeds:
             name = seed_name(model, seed)
             if seed != 0:
-                entry = replace(get_zoo_entry(model), name=name, seed=seed)
-                subject = session.provider.resolve(entry)
-                session.add_context(ModelContext(name, subject.model, subject.manifest, session.provider.twins(subject),
-                                                 seed=session.seed))
+                add_entry(session, replace(get_zoo_entry(model), name=name, seed=seed))
             names.append(name)
     return tuple(names)
 
 
+def add_entry(session: Any, entry: Any) -> str:
+    """Zoo entry ``entry`` as one of the session's models (trained on first use, with progress); its name."""
+    from harness.explain.context import ModelContext
+
+    subject = session.provider.resolve(entry)
+    session.add_context(ModelContext(entry.name, subject.model, subject.manifest, session.provider.twins(subject),
+                                     seed=session.seed))
+    return entry.name
+
+
 #: Defects of the zoo that need no training, so they apply to a multi-label model as they are: explainer stand-ins
-#: and the weight-randomised network (the trained ones are built on binary synth-cxr data).
+#: and the weight-randomised network (the zoo's trained ones are built on binary synth-cxr data).
 UNTRAINED_KINDS = ("explainer", "weights")
+#: A shortcut model's artifact is on this share of the images where its target holds, and on NEGATIVE_RATE of the
+#: others (the middle strength of the binary zoo); the other artifacts stay at synth-cxr14's own rate, in every image.
+SHORTCUT_STRENGTH = 0.80
+
+
+def multilabel_defects() -> dict[str, Any]:
+    """Defects trained on multi-label data (synth-cxr14), each from the healthy model's zoo entry by the trainer:
+
+    - ``shuffled_labels``: the label rows of the training images permuted (the model can only memorise);
+    - ``undertrained``: three optimizer steps on 96 images (the zoo's ``undertrained`` recipe);
+    - ``shortcut_chest_drain``: a chest drain on 80% of the pneumothoraces and 5% of the other images
+      (Oakden-Rayner et al. 2020: drains mark the treated cases);
+    - ``shortcut_border``: a bright frame on 80% of the images with any finding and 5% of the normal ones (the
+      extrathoracic bias seed 001 confesses), so every finding can lean on it.
+    """
+    from harness.data.shortcuts import ARTIFACTS, DEFAULT_RATE
+    from harness.meta.defects import NEGATIVE_RATE, Defect, Intended
+
+    performance = (Intended("auroc"), Intended("macro_auroc"))
+
+    def shortcut(artifact: str, on: str, intended: tuple) -> Defect:
+        shortcuts = {a: {"p_pos": DEFAULT_RATE, "p_neg": DEFAULT_RATE} for a in ARTIFACTS}
+        shortcuts[artifact] = {"on": on, "p_pos": SHORTCUT_STRENGTH, "p_neg": NEGATIVE_RATE}
+        return Defect(f"shortcut_{artifact}", "trained",
+                      f"trained where the {artifact.replace('_', ' ')} is on {SHORTCUT_STRENGTH:.0%} of the images with "
+                      f"{on.replace('_', ' ')} and {NEGATIVE_RATE:.0%} of the others", intended,
+                      dataset_options={"shortcuts": shortcuts})
+
+    defects = [
+        Defect("shuffled_labels", "trained", "trained on permuted label rows (it can only memorise)", performance,
+               dataset="shuffled-labels", dataset_options={"label_seed": 0}),
+        Defect("undertrained", "trained", "three optimizer steps on 96 images (recipe undertrained)", performance,
+               recipe="undertrained"),
+        # the drain lies inside the lung: what it costs shows when the artifact is decorrelated from the finding
+        shortcut("chest_drain", "pneumothorax",
+                 (Intended("decorrelated_auroc_drop", params=(("finding", "pneumothorax"),)),)),
+        # the frame lies outside the anatomy: the decorrelated drop of every finding and the heat on the border
+        shortcut("border", "any_finding",
+                 (Intended("decorrelated_auroc_drop"), Intended("outside_anatomy_attribution",
+                                                                params=(("region", "border"),)))),
+    ]
+    return {d.name: d for d in defects}
+
+
+def defect_entry(entry: Any, defect: Any) -> Any:
+    """The zoo entry of trained defect ``defect`` built from healthy ``entry`` (same architecture, recipe and seed
+    unless the defect names its own recipe or data)."""
+    from dataclasses import replace
+
+    from harness.models.provision import shuffled_label_twin
+
+    if defect.dataset == "shuffled-labels":
+        return shuffled_label_twin(entry, defect.dataset_options["label_seed"])
+    return replace(entry, name=f"{entry.name}_{defect.name}", recipe=defect.recipe or entry.recipe,
+                   dataset_options={**entry.dataset_options, **defect.dataset_options})
 
 
 def measure(suite: Any, models: tuple[str, ...], profile: str | None, checkpoint_dir: str | None,
@@ -100,8 +165,9 @@ def measure(suite: Any, models: tuple[str, ...], profile: str | None, checkpoint
             healthy: bool = True) -> list[dict]:
     """One record per gated (check, explainer) of ``suite`` and healthy model (each with each of ``seeds``),
     on the calib world; ``reported``: reported-only items (severity warn) too. Then each of ``defects``
-    (untrained kinds only) on the first model, on the items it touches (an explainer defect: the items of
-    the explainers it replaces), marked ``defect`` and ``intended``. ``healthy=False``: the defects only."""
+    on the first model (seed 0), on the items it touches (an explainer defect: the items of the explainers it
+    replaces; a trained defect (:func:`multilabel_defects`, trained on first use): every item, on its own model),
+    marked ``defect`` and ``intended``. ``healthy=False``: the defects only."""
     from harness.explain import list_explainers
     from harness.session import HarnessSession
 
@@ -112,7 +178,16 @@ def measure(suite: Any, models: tuple[str, ...], profile: str | None, checkpoint
     for model in names if healthy else ():
         ctx, world_seed = calib_context(session, model, suite)
         records += _measure_context(suite, ctx, world_seed, reported)
+    trained = multilabel_defects()
     for name in defects:
+        if name in trained:  # its own model, on its own data's calib world (a shortcut keeps its artifact there)
+            from harness.models.zoo import get_zoo_entry
+
+            defect = trained[name]
+            ctx, world_seed = calib_context(session, add_entry(session, defect_entry(get_zoo_entry(models[0]),
+                                                                                     defect)), suite)
+            records += _measure_context(suite, ctx, world_seed, reported, defect)
+            continue
         ctx, world_seed = calib_context(session, names[0], suite)
         defect, defective = defect_context(ctx, name)
         records += _measure_context(suite, defective, world_seed, reported, defect)
@@ -127,8 +202,9 @@ def defect_context(ctx: Any, name: str) -> tuple[Any, Any]:
 
     defect = get_defect(name)
     if defect.kind not in UNTRAINED_KINDS:
-        raise SystemExit(f"defect {name!r} is of kind {defect.kind!r}: it is trained on binary synth-cxr data and "
-                         f"has no multi-label version yet; usable here: the {' and '.join(UNTRAINED_KINDS)} kinds")
+        raise SystemExit(f"defect {name!r} is of kind {defect.kind!r}: it is trained on binary synth-cxr data; "
+                         f"usable here: the {' and '.join(UNTRAINED_KINDS)} kinds of the zoo and the multi-label "
+                         f"trained defects {', '.join(multilabel_defects())}")
     label = f"{ctx.name}:{name}"
     if defect.kind == "weights":
         model = randomised_copy(ctx.model, ctx.manifest["architecture"], seed=1234)
@@ -280,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", help="propose from the records of an earlier run instead of measuring again")
     parser.add_argument("--out", help="calibration file (default: the file the suite cites)")
     parser.add_argument("--apply", action="store_true", help="also write the thresholds into the suite file")
-    parser.add_argument("--defects", default="", help="comma-separated defects of the zoo that need no training "
-                        "(explainer stand-ins, weights_randomised), measured on the first model: which items catch them")
+    parser.add_argument("--defects", default="", help="comma-separated defects, measured on the first model: the "
+                        "zoo's that need no training (explainer stand-ins, weights_randomised) and the multi-label "
+                        f"trained ones ({', '.join(multilabel_defects())}, trained on first use): which items catch them")
     parser.add_argument("--defects-only", action="store_true", help="measure the --defects only (the healthy "
                         "records come from --merge)")
     parser.add_argument("--include-reported", action="store_true", help="measure and calibrate the reported-only "

@@ -144,8 +144,47 @@ def test_calibration_reports_which_defects_an_item_catches_without_letting_them_
     assert script.defect_summary(checks, healthy + [shifted, jumpy]) == [
         "shifted_maps: intended items caught 1 of 1; all items caught 1 of 1",
         "jumpy_explainer: intended items caught 0 of 0; all items caught 0 of 1"]
-    with pytest.raises(SystemExit, match="no multi-label version"):
-        script.defect_context(None, "shuffled_labels")
+    with pytest.raises(SystemExit, match="trained on binary synth-cxr data.*shortcut_chest_drain"):
+        script.defect_context(None, "burned_token")
+
+
+def test_trained_multilabel_defects_are_the_healthy_entry_with_their_own_data_or_recipe():
+    from harness.models.zoo import get_zoo_entry
+
+    script = _calibration_script()
+    healthy = get_zoo_entry("densenet121_minus2_chextransfer")
+    defects = script.multilabel_defects()
+    entries = {name: script.defect_entry(healthy, defect) for name, defect in defects.items()}
+    assert len({e.name for e in entries.values()} | {healthy.name}) == len(entries) + 1  # each its own checkpoint
+    assert all(e.architecture == healthy.architecture and e.seed == healthy.seed for e in entries.values())
+    shuffled = entries["shuffled_labels"]
+    assert shuffled.dataset == "shuffled-labels" and shuffled.dataset_options["base"] == "synth-cxr14"
+    assert shuffled.recipe == healthy.recipe
+    assert entries["undertrained"].recipe == "undertrained" and entries["undertrained"].dataset == "synth-cxr14"
+    drain, border = defects["shortcut_chest_drain"], defects["shortcut_border"]
+    assert drain.intends("decorrelated_auroc_drop", "shortcut", {"finding": "pneumothorax"})
+    assert not drain.intends("decorrelated_auroc_drop", "shortcut", {"finding": "nodule"})
+    assert border.intends("outside_anatomy_attribution", "shortcut", {"finding": "nodule", "region": "border"})
+    assert not border.intends("auroc", "performance", {"finding": "nodule"})
+    assert defects["undertrained"].intends("macro_auroc", "performance", {})
+
+
+def test_a_multilabel_shortcut_defect_ties_its_artifact_to_its_finding_in_the_data():
+    from harness.data import load_dataset
+    from harness.models.zoo import get_zoo_entry
+
+    script = _calibration_script()
+    entry = script.defect_entry(get_zoo_entry("densenet121_minus2_chextransfer"),
+                                script.multilabel_defects()["shortcut_chest_drain"])
+    data = load_dataset(entry.dataset, "train", **{**entry.dataset_options, "n_patients": 300, "size": 32})
+    has_drain = data.artifact_masks["chest_drain"].flatten(1).any(1)
+    positive = data.labels[:, list(data.finding_names).index("pneumothorax")] == 1
+    assert positive.sum() >= 20 and (~positive).sum() >= 20
+    assert has_drain[positive].float().mean() > 0.65 and has_drain[~positive].float().mean() < 0.15
+    healthy = load_dataset("synth-cxr14", "train", n_patients=300, size=32)
+    healthy_drain = healthy.artifact_masks["chest_drain"].flatten(1).any(1)
+    positive = healthy.labels[:, list(healthy.finding_names).index("pneumothorax")] == 1
+    assert abs(healthy_drain[positive].float().mean() - healthy_drain[~positive].float().mean()) < 0.2  # no shortcut
 
 
 def test_it_applies_to_the_multilabel_zoo_and_the_pneumothorax_suite_to_the_binary_one(suite):
