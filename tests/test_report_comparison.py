@@ -10,22 +10,28 @@ from harness.report.comparison import compare_models, render_comparisons
 from harness.report.summary import render_summary
 
 
-def records(means: dict[str, float], aurocs: dict[str, float], n: int = 40) -> list[dict]:
+def records(means: dict[str, float], aurocs: dict[str, float], n: int = 40, suite: str = "pneumothorax") -> list[dict]:
+    """Records as the check runner writes them: ``check`` is the suite's item id, ``metric`` what it measured."""
     rng = np.random.default_rng(0)
     out = []
     for model, mean in means.items():
         values = rng.normal(mean, 0.05, n)
-        out.append({"model": model, "check": "diffgradcam", "explainer": "gradcam", "category": "localisation",
-                    "value": float(values.mean()), "details": {"per_image": [*values.round(5).tolist(), None]}})
-        out.append({"model": model, "check": "auroc", "explainer": "-", "category": "performance",
-                    "value": aurocs[model], "details": {}})
+        out.append({"suite": suite, "model": model, "check": "localisation_diffgradcam", "metric": "diffgradcam",
+                    "explainer": "gradcam", "category": "localisation", "role": "gate", "value": float(values.mean()),
+                    "details": {"per_image": [*values.round(5).tolist(), None]}})
+        out.append({"suite": suite, "model": model, "check": "localisation_diffgradcam", "metric": "diffgradcam",
+                    "explainer": "random", "category": "localisation", "role": "control", "value": 0.0,
+                    "details": {"per_image": rng.normal(0, 0.05, n).tolist()}})
+        out.append({"suite": suite, "model": model, "check": "performance_auroc", "metric": "auroc", "explainer": "-",
+                    "category": "performance", "role": "gate", "value": aurocs[model], "details": {}})
     return out
 
 
 def test_anova_matches_scipy_and_flags_the_different_model():
     recs = records({"cnn_a": 0.15, "cnn_b": 0.15, "vit": 0.05}, {"cnn_a": 0.90, "cnn_b": 0.85, "vit": 0.95})
     [entry] = compare_models(recs)
-    groups = [np.array([v for v in r["details"]["per_image"] if v is not None]) for r in recs if r["check"] != "auroc"]
+    groups = [np.array([v for v in r["details"]["per_image"] if v is not None]) for r in recs
+              if r["metric"] == "diffgradcam" and r["role"] != "control"]
     assert entry["anova"]["f"] == pytest.approx(stats.f_oneway(*groups).statistic)
     differ = {(p["group_a"], p["group_b"]) for p in entry["anova"]["pairs"] if p["reject"]}
     assert differ == {("cnn_a", "vit"), ("cnn_b", "vit")}  # the two CNNs do not differ
@@ -49,12 +55,71 @@ def test_parameters_vs_auroc_is_spearman_over_the_run_models():
     from harness.report.comparison import parameters_vs_auroc, render_parameters_vs_auroc
 
     archs = {"a": ("resnet18", 0.91), "b": ("resnet50", 0.88), "c": ("densenet121", 0.93), "d": ("vgg16", 0.80)}
-    records = [{"check": "auroc", "explainer": "-", "model": m, "architecture": arch, "value": v}
-               for m, (arch, v) in archs.items()]
-    entry = parameters_vs_auroc(records)
+    records = [{"suite": "pneumothorax", "check": "performance_auroc", "metric": "auroc", "explainer": "-",
+                "model": m, "architecture": arch, "value": v, "role": "gate"} for m, (arch, v) in archs.items()]
+    [entry] = parameters_vs_auroc(records)
     params = [parameter_count(archs[m][0]) for m in sorted(archs)]
     expected = spearmanr(params, [archs[m][1] for m in sorted(archs)])
-    assert entry["models"] == sorted(archs) and entry["parameters"] == params
+    assert entry["suite"] == "pneumothorax" and entry["models"] == sorted(archs) and entry["parameters"] == params
     assert abs(entry["rho"] - expected.statistic) < 1e-12 and abs(entry["p"] - expected.pvalue) < 1e-9
-    assert "rho = " in render_parameters_vs_auroc(entry)
-    assert parameters_vs_auroc(records[:2]) is None  # fewer than 3 models: no correlation
+    assert "rho = " in render_parameters_vs_auroc([entry]) and "suite pneumothorax" in render_parameters_vs_auroc([entry])
+    assert parameters_vs_auroc(records[:2]) == []  # fewer than 3 models: no correlation
+
+
+def test_models_are_compared_within_a_suite_never_across_suites():
+    """``--model all`` writes several suites into one report: a pneumothorax model and a cxr14 model were
+    trained on other data and judged by other items, so no table mixes them."""
+    from harness.report.comparison import parameters_vs_auroc
+
+    binary = records({"resnet18": 0.15, "vit": 0.05}, {"resnet18": 0.9, "vit": 0.8})
+    multilabel = records({"densenet121": 0.12}, {"densenet121": 0.7}, suite="cxr14")
+    entries = compare_models(binary + multilabel)
+    assert [(e["suite"], list(e["anova"]["groups"])) for e in entries] == [("pneumothorax", ["resnet18", "vit"])]
+    for r in binary + multilabel:
+        r["architecture"] = {"resnet18": "resnet18", "vit": "vit_small", "densenet121": "densenet121"}[r["model"]]
+    assert parameters_vs_auroc(binary + multilabel) == []  # two models in one suite, one in the other
+
+
+def test_a_multilabel_suite_reads_each_model_s_macro_auroc_not_one_finding_s():
+    from harness.report.comparison import model_aurocs
+
+    rows = []
+    for model, macro in {"a": 0.81, "b": 0.74}.items():
+        rows.append({"suite": "cxr14", "model": model, "check": "performance_macro_auroc", "metric": "macro_auroc",
+                     "explainer": "-", "value": macro, "role": "reported"})
+        rows += [{"suite": "cxr14", "model": model, "check": f"performance_auroc_{f}", "metric": "auroc",
+                  "explainer": "-", "value": 0.5, "role": "reported"} for f in ("nodule", "effusion")]
+    rows += [{"suite": "cxr14", "model": "c", "check": f"performance_auroc_{f}", "metric": "auroc", "explainer": "-",
+              "value": 0.9, "role": "gate"} for f in ("nodule", "effusion")]
+    assert model_aurocs(rows) == {("cxr14", "a"): 0.81, ("cxr14", "b"): 0.74}  # c: no finding stands for it
+
+
+def test_the_aurocs_it_reads_are_the_records_the_check_runner_writes(tmp_path, monkeypatch):
+    """The contract that broke once: these tables read ``check == "auroc"`` while the runner writes the
+    suite's item id there (``performance_auroc``), so no real run ever had a Spearman table."""
+    import torch
+
+    from harness.checks.condition import Condition
+    from harness.checks.runner import run_check
+    from harness.explain.context import ModelContext
+    from harness.models import create_model
+    from harness.models.testing import TOY_DATASET, install_toy
+    from harness.report.comparison import model_aurocs, parameters_vs_auroc
+
+    monkeypatch.setenv("XAI_HARNESS_CACHE", str(tmp_path))
+    install_toy()
+    torch.manual_seed(0)
+    out = []
+    for name, architecture in (("small", "resnet18"), ("middle", "resnet50"), ("large", "vit_base_patch16_224")):
+        manifest = {"architecture": architecture, "img_size": 32, "seed": 0,
+                    "dataset": {"name": TOY_DATASET, "options": {"size": 32, "n": 64}}}
+        ctx = ModelContext(name, create_model("test_resnet", img_size=32, num_classes=2).eval(), manifest,
+                           batch_size=64)
+        result = run_check(ctx, suite="pneumothorax", check_id="performance_auroc", check="auroc", explainer=None,
+                           params={"n_boot": 20}, condition=Condition.parse("ci_low >= 0.5"))
+        out.append(result.to_dict())
+    aurocs = model_aurocs(out)
+    assert set(aurocs) == {("pneumothorax", m) for m in ("small", "middle", "large")}
+    assert aurocs[("pneumothorax", "small")] == out[0]["value"]
+    [entry] = parameters_vs_auroc(out)
+    assert entry["models"] == ["large", "middle", "small"]

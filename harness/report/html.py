@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from harness.atomic import atomic_write_text
-from harness.report.comparison import compare_models, render_parameters_vs_auroc
+from harness.report.comparison import compare_models, differing_pairs, parameters_vs_auroc, \
+    render_parameters_vs_auroc
 from harness.report.formatting import (
     FAILING_VERDICTS,
     MISSING,
@@ -253,30 +254,31 @@ def _across_models(runs: Sequence[RunSource], columns: list[_Column]) -> str:
     """Cross-model statistics: as each run recorded them, or recomputed over the merged records."""
     if len(runs) == 1:
         comparisons = list(runs[0][1].get("comparisons") or [])
+        sizes = runs[0][1].get("parameters_vs_auroc")
     else:
         merged = [{**r, "model": c.label} for c in columns for r in c.records]
         try:
-            comparisons = compare_models(merged)
+            comparisons, sizes = compare_models(merged), parameters_vs_auroc(merged)
         except Exception:  # noqa: BLE001
             log.warning("could not compare the merged runs' models", exc_info=True)
-            comparisons = []
-    size = render_parameters_vs_auroc(runs[0][1].get("parameters_vs_auroc")) if len(runs) == 1 else ""
+            comparisons, sizes = [], None
+    size = render_parameters_vs_auroc(sizes)
     if not comparisons:
-        return f"<h2>Across models</h2>\n<p>{esc(size)}</p>" if size else ""
+        return "<h2>Across models</h2>" + "".join(f"\n<p>{esc(line)}</p>" for line in size.split("\n\n")) \
+            if size else ""
     rows = []
     for c in comparisons:
         a = c["anova"]
         means = ", ".join(f"{g} {m:.3f}" for g, m in zip(a["groups"], a["means"]))
-        differ = "; ".join(f"{p['group_a']} vs {p['group_b']} ({p['mean_difference']:+.3f}, p={p['p']:.3g})"
-                           for p in a["pairs"] if p["reject"]) or "none"
         rho = c.get("spearman_vs_auroc")
         corr = f"rho {rho['rho']:.2f}, p {rho['p']:.3g} ({len(rho['models'])} models)" if rho else "-"
-        rows.append([esc(c["check"]), esc(c["explainer"]), esc(means), f"{a['f']:.2f}", f"{a['p']:.3g}",
-                     esc(differ), esc(corr)])
-    return ("<h2>Across models</h2>\n<p>One-way ANOVA of the per-image values, Tukey HSD for each pair "
-            "(alpha 0.05); Spearman's rho between AUROC and the localisation value across models.</p>\n"
-            + table(("check", "explainer", "models (mean)", "F", "p", "pairs that differ", "vs AUROC"), rows,
-                    numeric=(3, 4)) + (f"\n<p>{esc(size)}</p>" if size else ""))
+        rows.append([esc(c.get("suite") or "-"), esc(c["check"]), esc(c["explainer"]), esc(means), f"{a['f']:.2f}",
+                     f"{a['p']:.3g}", esc(differing_pairs(a)), esc(corr)])
+    sizes = "".join(f"\n<p>{esc(line)}</p>" for line in size.split("\n\n") if line)
+    return ("<h2>Across models</h2>\n<p>One-way ANOVA of the per-image values of each suite's models, Tukey HSD "
+            "for each pair (alpha 0.05); Spearman's rho between AUROC and the localisation value across them.</p>\n"
+            + table(("suite", "check", "explainer", "models (mean)", "F", "p", "pairs that differ", "vs AUROC"), rows,
+                    numeric=(4, 5)) + sizes)
 
 
 def render_baseline(baseline: Any, run_id: str) -> str:
