@@ -74,6 +74,19 @@ def test_gates_without_defect_evidence_are_named(calibration):
     assert {"performance_auroc", "shortcut_decorrelated_auroc_drop", "localisation_pointing_game"} <= tested
 
 
+def test_seed_002s_focal_model_fine_tunes_the_histology_backbone_on_synth_cxr14():
+    """Seed 002 fine-tunes pretrained weights with its early layers frozen: without ImageNet weights, its
+    zoo entry starts from the backbone pretrained on another domain and task (trained on first use)."""
+    from harness.models.recipes import get_recipe
+
+    focal = get_zoo_entry("resnet18_cxr14_focal")
+    assert (focal.dataset, focal.recipe, focal.pretrained) == ("synth-cxr14", "focal_finetune",
+                                                               "zoo:resnet18_histo_pretrain")
+    assert get_zoo_entry("resnet18_histo_pretrain").architecture == focal.architecture
+    recipe = get_recipe("focal_finetune", "cpu")
+    assert recipe.loss == "focal" and recipe.trainable_stages == 2
+
+
 def test_the_zoo_probe_is_a_linear_probe_on_a_backbone_pretrained_on_another_task():
     probe = get_zoo_entry("resnet18_histo_probe")
     assert probe.recipe == "linear_probe" and probe.dataset == "synth-histo"
