@@ -123,3 +123,20 @@ def test_the_aurocs_it_reads_are_the_records_the_check_runner_writes(tmp_path, m
     assert aurocs[("pneumothorax", "small")] == out[0]["value"]
     [entry] = parameters_vs_auroc(out)
     assert entry["models"] == ["large", "middle", "small"]
+
+
+def test_a_re_rendered_report_recomputes_the_tables_from_its_records(tmp_path):
+    """``xai-harness report RUN`` redraws index.html: a run written before a fix of these tables (its stored
+    ``comparisons`` empty, its ``parameters_vs_auroc`` None) shows them as this version computes them."""
+    from harness.report.html import render_html
+
+    recs = records({"resnet18": 0.15, "resnet50": 0.14, "vit": 0.05}, {"resnet18": 0.9, "resnet50": 0.85, "vit": 0.7})
+    for r in recs:
+        r.update(architecture={"resnet18": "resnet18", "resnet50": "resnet50", "vit": "vit_small_patch16_224"}[
+            r["model"]], verdict="pass", threshold=0.0, direction=">=", gate_on="value", ci_low=0.0, ci_high=1.0,
+            n=40, message="")
+    document = {"run_id": "old", "created": "now", "meta": {}, "records": recs, "comparisons": [],
+                "parameters_vs_auroc": None, "overlays": [], "figures": [], "skipped": []}
+    page = render_html([(tmp_path, document)])
+    assert "Across models" in page and "localisation_diffgradcam" in page
+    assert "resnet18 vs vit" in page and "parameter count and AUROC in suite pneumothorax" in page

@@ -251,17 +251,16 @@ def _clusters(records: list[dict[str, Any]]) -> str:
 
 
 def _across_models(runs: Sequence[RunSource], columns: list[_Column]) -> str:
-    """Cross-model statistics: as each run recorded them, or recomputed over the merged records."""
-    if len(runs) == 1:
-        comparisons = list(runs[0][1].get("comparisons") or [])
-        sizes = runs[0][1].get("parameters_vs_auroc")
-    else:
-        merged = [{**r, "model": c.label} for c in columns for r in c.records]
-        try:
-            comparisons, sizes = compare_models(merged), parameters_vs_auroc(merged)
-        except Exception:  # noqa: BLE001
-            log.warning("could not compare the merged runs' models", exc_info=True)
-            comparisons, sizes = [], None
+    """Cross-model statistics recomputed from the records (of one run, or of several merged), so a report
+    re-rendered with ``xai-harness report`` shows them as this version computes them; the run's own stored
+    ones when that fails."""
+    merged = [{**r, "model": c.label} for c in columns for r in c.records]
+    try:
+        comparisons, sizes = compare_models(merged), parameters_vs_auroc(merged)
+    except Exception:  # noqa: BLE001
+        log.warning("could not compare the models of the report", exc_info=True)
+        comparisons, sizes = (list(runs[0][1].get("comparisons") or []), runs[0][1].get("parameters_vs_auroc")) \
+            if len(runs) == 1 else ([], None)
     size = render_parameters_vs_auroc(sizes)
     if not comparisons:
         return "<h2>Across models</h2>" + "".join(f"\n<p>{esc(line)}</p>" for line in size.split("\n\n")) \
