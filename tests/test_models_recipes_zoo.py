@@ -150,3 +150,14 @@ def _write(tmp_path, text: str) -> Path:
     path = tmp_path / "plain.yaml"
     path.write_text(text)
     return path
+
+
+def test_purpose_key_marks_a_pretraining_backbone_and_a_typo_names_its_line(tmp_path):
+    path = tmp_path / "zoo.yaml"
+    path.write_text(GOOD + "    purpose: pretraining\n")
+    entry = load_zoo(path)["a"]
+    assert entry.purpose == "pretraining" and "purpose" not in entry.config()  # the weights do not depend on it
+    assert load_zoo(_write(tmp_path, GOOD))["a"].purpose == "judged"
+    path.write_text(GOOD + "    purpose: backbone\n")
+    with pytest.raises(ZooError, match=rf"{path}:\d+: model 'a': purpose must be one of judged, pretraining"):
+        load_zoo(path)

@@ -93,3 +93,17 @@ def test_the_zoo_probe_is_a_linear_probe_on_a_backbone_pretrained_on_another_tas
     assert probe.pretrained == "zoo:resnet18_histo_pretrain"
     pretrain = get_zoo_entry("resnet18_histo_pretrain")
     assert pretrain.dataset_options == {"task": "tissue"} and pretrain.architecture == probe.architecture
+
+
+def test_no_suite_judges_a_pretraining_backbone_it_skips_with_the_reason():
+    """``--model all`` met resnet18_histo_pretrain (the tissue task) under the tumour suite: 41 errors that
+    failed the run although no model was at fault. A backbone is marked ``purpose: pretraining``."""
+    from harness.plugin.items import _not_applicable
+    from harness.suites import load_suite
+
+    backbone = get_zoo_entry("resnet18_histo_pretrain")
+    assert backbone.purpose == "pretraining" and get_zoo_entry("resnet18_histo_probe").purpose == "judged"
+    for name in ("histopathology", "pneumothorax", "cxr14"):
+        reason = _not_applicable(load_suite(ROOT / "suites" / f"{name}.yaml"), "resnet18_histo_pretrain")
+        assert "pretraining backbone" in reason and f"suite {name!r} does not apply" in reason
+    assert _not_applicable(load_suite(SUITE), "resnet18_histo_probe") == ""

@@ -18,7 +18,10 @@ import yaml
 DEFAULT_ZOO = Path(__file__).resolve().parents[2] / "fixtures" / "zoo.yaml"
 ZOO_ENV = "XAI_HARNESS_ZOO"
 _FIELDS = {"architecture", "dataset", "dataset_options", "recipe", "seed", "description", "pretrained", "compile",
-           "profiles"}
+           "profiles", "purpose"}
+#: ``judged``: a classifier of its dataset's task, which the suites of that dataset judge; ``pretraining``: a
+#: backbone trained on another task for other entries (``pretrained: zoo:<name>``), which no suite judges.
+PURPOSES = ("judged", "pretraining")
 #: An entry naming a model trained elsewhere (imported with `xai-harness import`): its weights and twins.
 _CHECKPOINT_FIELDS = {"checkpoint", "previous", "seed_twin", "shuffled_twin", "description", "profiles"}
 _TWIN_FIELDS = {"previous": "previous", "seed_twin": "seed", "shuffled_twin": "shuffled"}  # -> provision.TWIN_KINDS
@@ -48,6 +51,8 @@ class ZooEntry:
             CUDA). A speed option, not part of the configuration hash.
         profiles: the profiles the entry is meant for (``list_zoo(profile=...)`` and ``--model all``
             skip the others: a ViT-L is impractical on 2 CPU cores). Not part of the hash.
+        purpose: ``judged`` (the default) or ``pretraining`` (see :data:`PURPOSES`): a suite does not
+            apply to a pretraining backbone, whose labels are another task's. Not part of the hash.
         source: ``file:line`` where the entry is defined (not part of the configuration).
         checkpoint: an imported checkpoint (``xai-harness import``) instead of a training
             configuration: architecture and dataset come from its manifest, nothing is trained.
@@ -64,6 +69,7 @@ class ZooEntry:
     pretrained: str | None = None
     compile: bool | None = field(default=None, compare=False)
     profiles: tuple[str, ...] = field(default=_PROFILES, compare=False)
+    purpose: str = field(default="judged", compare=False)
     source: str = field(default="", compare=False)
     architecture_source: str = field(default="", compare=False, repr=False)
     checkpoint: str | None = None
@@ -222,6 +228,10 @@ def _entry(path: Path, name: str, key_node: yaml.Node, node: yaml.Node) -> ZooEn
     if not isinstance(profiles, list) or not profiles or not set(profiles) <= set(_PROFILES):
         raise ZooError(f"{_where(path, _child(node, 'profiles'))}: model {name!r}: profiles must be a non-empty "
                        f"list of {', '.join(_PROFILES)}")
+    purpose = values.get("purpose", "judged")
+    if purpose not in PURPOSES:
+        raise ZooError(f"{_where(path, _child(node, 'purpose'))}: model {name!r}: purpose must be one of "
+                       f"{', '.join(PURPOSES)}, got {purpose!r}")
     _check_registered(path, node, name, values)
     return ZooEntry(
         name=name,
@@ -234,6 +244,7 @@ def _entry(path: Path, name: str, key_node: yaml.Node, node: yaml.Node) -> ZooEn
         pretrained=_resolve(path, values.get("pretrained")),
         compile=values.get("compile"),
         profiles=tuple(profiles),
+        purpose=purpose,
         source=where,
         architecture_source=_where(path, _child(node, "architecture")),
     )

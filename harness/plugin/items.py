@@ -117,12 +117,24 @@ class ConditionUninformative(UserWarning):
 
 
 def _not_applicable(suite, model: str) -> str:
-    """Why ``suite`` does not apply to zoo model ``model`` (its ``datasets`` key), or ""."""
-    if not suite.datasets or model.startswith("checkpoint:"):
+    """Why ``suite`` does not apply to zoo model ``model`` (a pretraining backbone, or not one of its
+    ``datasets``), or ""."""
+    if model.startswith("checkpoint:"):
         return ""
-    from harness.models.zoo import get_zoo_entry
+    from harness.models.zoo import ZooError, get_zoo_entry
 
-    dataset = get_zoo_entry(model).dataset
+    try:
+        entry = get_zoo_entry(model)
+    except ZooError:
+        if suite.datasets:
+            raise
+        return ""  # a suite for any data: nothing to decide from
+    if entry.purpose == "pretraining":
+        return (f"{model} is a pretraining backbone (purpose: pretraining in {entry.source}): it is trained on "
+                f"another task for the models built on it, and those are judged; suite {suite.name!r} does not apply")
+    if not suite.datasets:
+        return ""
+    dataset = entry.dataset
     if dataset in suite.datasets:
         return ""
     return f"suite {suite.name!r} applies to datasets {', '.join(suite.datasets)}; {model} is trained on {dataset}"
