@@ -26,6 +26,7 @@ from harness.report.baseline import (
     render_baseline_markdown,
     verdict_of,
 )
+from harness.models.testing import toy_project
 from harness.suites import SuiteError, load_suite
 
 N = 240
@@ -208,15 +209,6 @@ def test_regression_margin_in_the_suite(tmp_path):
 
 # --- the plugin end to end on the toy zoo -------------------------------------------------------------
 
-TOY_ZOO = """\
-models:
-  toy:
-    architecture: test_resnet
-    dataset: toy-blobs
-    dataset_options: {n: 96}
-    recipe: toy
-    seed: 0
-"""
 
 SUITE = """\
 suite: toy
@@ -234,11 +226,7 @@ checks:
 
 @pytest.fixture
 def toy(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path):
-    pytester.makeconftest("from harness.models.testing import install_toy\ninstall_toy()\n")
-    zoo = tmp_path / "zoo.yaml"
-    zoo.write_text(TOY_ZOO)
-    monkeypatch.setenv("XAI_HARNESS_ZOO", str(zoo))
-    monkeypatch.setenv("XAI_HARNESS_CHECKPOINTS", str(tmp_path / "ckpt"))
+    toy_project(pytester, monkeypatch, tmp_path)
     monkeypatch.setenv("XAI_HARNESS_THREADS", "1")
     (pytester.path / "suites").mkdir()
     (pytester.path / "suites" / "toy.yaml").write_text(SUITE)

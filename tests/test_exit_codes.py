@@ -12,17 +12,8 @@ import json
 
 import pytest
 
-from harness.models.testing import install_toy
+from harness.models.testing import toy_project
 
-TOY_ZOO = """\
-models:
-  toy:
-    architecture: test_resnet
-    dataset: toy-blobs
-    dataset_options: {n: 96}
-    recipe: toy
-    seed: 0
-"""
 
 #: The toy registries; with $WITH_BUGGY_CHECK a check ``explodes`` that raises (subprocess runs only: it
 #: must not stay registered in this process); a Ctrl-C at the call of item $INTERRUPT_AT; a
@@ -80,13 +71,8 @@ ERRORING = PASSING + """\
 
 @pytest.fixture
 def gate(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> pytest.Pytester:
-    install_toy()
-    pytester.makeconftest(CONFTEST)
-    shared = tmp_path_factory.getbasetemp() / "exit-codes"  # the toy model is trained once for this module
-    shared.mkdir(exist_ok=True)
-    (shared / "zoo.yaml").write_text(TOY_ZOO)
-    monkeypatch.setenv("XAI_HARNESS_ZOO", str(shared / "zoo.yaml"))
-    monkeypatch.setenv("XAI_HARNESS_CHECKPOINTS", str(shared / "ckpt"))
+    # the toy model is trained once for this module
+    toy_project(pytester, monkeypatch, tmp_path_factory.getbasetemp() / "exit-codes", conftest=CONFTEST)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for name in ("INTERRUPT_AT", "HOOK_CRASH", "WITH_BUGGY_CHECK"):
         monkeypatch.delenv(name, raising=False)

@@ -19,20 +19,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.models.testing import install_toy
+from harness.models.testing import TOY_ZOO, toy_project
 
 # Training in this process imports torch._dynamo; pytester restores sys.modules after each test, and a
 # second import of it fails (a C++ op library registers once per process): import it before any test.
 import torch._dynamo  # noqa: E402,F401
 
-TOY_ZOO = """\
-models:
-  toy:
-    architecture: test_resnet
-    dataset: toy-blobs
-    dataset_options: {n: 96}
-    recipe: toy
-    seed: 0
+ZOO = TOY_ZOO + """\
   toy_multi:
     architecture: test_resnet
     dataset: toy-multilabel
@@ -79,12 +72,7 @@ def pytest_runtest_logfinish(nodeid, location):
 
 @pytest.fixture
 def toy(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path):
-    install_toy()
-    pytester.makeconftest(CONFTEST)
-    zoo = tmp_path / "zoo.yaml"
-    zoo.write_text(TOY_ZOO)
-    monkeypatch.setenv("XAI_HARNESS_ZOO", str(zoo))
-    monkeypatch.setenv("XAI_HARNESS_CHECKPOINTS", str(tmp_path / "ckpt"))
+    toy_project(pytester, monkeypatch, tmp_path, zoo=ZOO, conftest=CONFTEST)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("INTERRUPT_AT", raising=False)
     monkeypatch.delenv("INTERNAL_ERROR_AT", raising=False)

@@ -11,17 +11,8 @@ import textwrap
 
 import pytest
 
-from harness.models.testing import install_toy
+from harness.models.testing import TOY_ZOO, toy_project
 
-TOY_ZOO = """\
-models:
-  toy:
-    architecture: test_resnet
-    dataset: toy-blobs
-    dataset_options: {n: 96}
-    recipe: toy
-    seed: 0
-"""
 
 SUITE = """\
 suite: toy
@@ -42,12 +33,7 @@ checks:
 
 @pytest.fixture
 def toy(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path):
-    install_toy()  # for the test's own use of the zoo
-    pytester.makeconftest("from harness.models.testing import install_toy\ninstall_toy()\n")
-    zoo = tmp_path / "zoo.yaml"
-    zoo.write_text(TOY_ZOO)
-    monkeypatch.setenv("XAI_HARNESS_ZOO", str(zoo))
-    monkeypatch.setenv("XAI_HARNESS_CHECKPOINTS", str(tmp_path / "ckpt"))
+    toy_project(pytester, monkeypatch, tmp_path)
     (pytester.path / "suites").mkdir()
     return pytester
 

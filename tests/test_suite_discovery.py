@@ -12,20 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.models.testing import install_toy
+from harness.models.testing import toy_project
 from harness.plugin.discovery import SCAN_BYTES, has_suite_key, is_suite_file, matches_glob
 
 REPO = Path(__file__).resolve().parents[1]
 
-TOY_ZOO = """\
-models:
-  toy:
-    architecture: test_resnet
-    dataset: toy-blobs
-    dataset_options: {n: 96}
-    recipe: toy
-    seed: 0
-"""
 
 SUITE = """\
 suite: {name}
@@ -127,12 +118,7 @@ def test_the_repository_collects_its_suites_and_nothing_else(pytestconfig):
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path) -> pytest.Pytester:
     """Suites in two unusual folders, beside YAML that is not a suite and a JSON calibration file."""
-    install_toy()
-    pytester.makeconftest("from harness.models.testing import install_toy\ninstall_toy()\n")
-    zoo = tmp_path / "zoo.yaml"
-    zoo.write_text(TOY_ZOO)
-    monkeypatch.setenv("XAI_HARNESS_ZOO", str(zoo))
-    monkeypatch.setenv("XAI_HARNESS_CHECKPOINTS", str(tmp_path / "ckpt"))
+    toy_project(pytester, monkeypatch, tmp_path)
     files = {
         "suites/real/siim.yaml": SUITE.format(name="siim"),
         "tests/xai/gate.yml": SUITE.format(name="gate"),

@@ -3,13 +3,16 @@
 ``install_toy()`` registers the dataset ``toy-blobs`` (positives carry a bright disk, negatives do
 not), the multi-label dataset ``toy-multilabel`` (findings ``disk`` and ``bar``, independent) and
 the recipe ``toy`` (2 epochs of Adam); ``toy_entry()`` builds a zoo entry that trains in about a
-second on the CPU with the ``test_resnet`` architecture. Nothing is registered on import, so
-user-facing listings stay clean.
+second on the CPU with the ``test_resnet`` architecture; ``toy_project()`` points a pytester project
+at a zoo file of such entries (:data:`TOY_ZOO`). Nothing is registered on import, so user-facing
+listings stay clean.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,6 +25,18 @@ TOY_MULTILABEL = "toy-multilabel"
 TOY_FINDINGS = ("disk", "bar")
 TOY_RECIPE = "toy"
 _SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
+#: A zoo file with the toy model ``toy`` (a tiny ResNet on toy-blobs), for plugin runs through pytester.
+TOY_ZOO = """\
+models:
+  toy:
+    architecture: test_resnet
+    dataset: toy-blobs
+    dataset_options: {n: 96}
+    recipe: toy
+    seed: 0
+"""
+#: The conftest of such a project: its pytest runs register the toy datasets and recipe too.
+TOY_CONFTEST = "from harness.models.testing import install_toy\ninstall_toy()\n"
 
 
 def toy_imageset(split: str = "train", *, size: int = 32, n: int = 64, seed: int = 0) -> ImageSet:
@@ -107,5 +122,19 @@ def toy_entry(name: str = "toy", *, architecture: str = "test_resnet", seed: int
                     dataset_options=dict(options), pretrained=pretrained)
 
 
-__all__ = ["toy_imageset", "toy_multilabel_imageset", "toy_recipe", "toy_entry", "install_toy", "TOY_DATASET",
-           "TOY_MULTILABEL", "TOY_FINDINGS", "TOY_RECIPE"]
+def toy_project(pytester: Any, monkeypatch: Any, store: Path, *, zoo: str = TOY_ZOO,
+                conftest: str = TOY_CONFTEST) -> Path:
+    """Point ``pytester``'s project at a toy zoo: the toy registries here and in its runs (``conftest``),
+    the ``zoo`` file and the checkpoint store in folder ``store`` (one folder shared by a module's tests
+    trains each toy model once); returns the zoo file."""
+    install_toy()
+    pytester.makeconftest(conftest)
+    store.mkdir(parents=True, exist_ok=True)
+    (store / "zoo.yaml").write_text(zoo)
+    monkeypatch.setenv("XAI_HARNESS_ZOO", str(store / "zoo.yaml"))
+    monkeypatch.setenv("XAI_HARNESS_CHECKPOINTS", str(store / "ckpt"))
+    return store / "zoo.yaml"
+
+
+__all__ = ["toy_imageset", "toy_multilabel_imageset", "toy_recipe", "toy_entry", "install_toy", "toy_project",
+           "TOY_DATASET", "TOY_MULTILABEL", "TOY_FINDINGS", "TOY_RECIPE", "TOY_ZOO", "TOY_CONFTEST"]
