@@ -7,6 +7,7 @@ import math
 import os
 import re
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -224,8 +225,9 @@ def test_summary_of_an_older_document_lists_skip_records() -> None:
 
 
 def test_run_ids_are_unique_and_validated(tmp_path: Path) -> None:
-    ids = {new_run_id() for _ in range(50)}
-    assert len(ids) == 50
+    now = datetime(2026, 5, 9, 7, 15, 2, tzinfo=timezone.utc)  # one second: only the suffix tells them apart
+    ids = {new_run_id(now) for _ in range(5000)}
+    assert len(ids) == 5000  # random 4-hex suffixes collided here in about 2% of runs of 50 ids
     assert all(re.fullmatch(r"\d{8}-\d{6}-\d+-[0-9a-f]{4}", i) for i in ids)
     run = start_run(tmp_path, meta={})
     assert re.fullmatch(r"\d{8}-\d{6}-.*", run.run_id) and run.run_dir.is_dir()

@@ -45,7 +45,7 @@ def start_run(
 
     Args:
         report_dir: The reports directory (created if missing), e.g. ``reports/``.
-        run_id: Directory name of the run; default :func:`new_run_id` (UTC time, pid, random).
+        run_id: Directory name of the run; default :func:`new_run_id` (UTC time, pid, a per-process counter).
         meta: Run metadata (models, suite, seed, ...); it is merged over :func:`collect_meta`
             (versions, device, command line), so given keys win.
 
