@@ -169,6 +169,7 @@ def measure(suite: Any, models: tuple[str, ...], profile: str | None, checkpoint
     replaces; a trained defect (:func:`multilabel_defects`, trained on first use): every item, on its own model),
     marked ``defect`` and ``intended``. ``healthy=False``: the defects only."""
     from harness.explain import list_explainers
+    from harness.models.zoo import get_zoo_entry
     from harness.session import HarnessSession
 
     list_explainers()
@@ -181,8 +182,6 @@ def measure(suite: Any, models: tuple[str, ...], profile: str | None, checkpoint
     trained = multilabel_defects()
     for name in defects:
         if name in trained:  # its own model, on its own data's calib world (a shortcut keeps its artifact there)
-            from harness.models.zoo import get_zoo_entry
-
             defect = trained[name]
             ctx, world_seed = calib_context(session, add_entry(session, defect_entry(get_zoo_entry(models[0]),
                                                                                      defect)), suite)

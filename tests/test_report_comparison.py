@@ -140,3 +140,18 @@ def test_a_re_rendered_report_recomputes_the_tables_from_its_records(tmp_path):
     page = render_html([(tmp_path, document)])
     assert "Across models" in page and "localisation_diffgradcam" in page
     assert "resnet18 vs vit" in page and "parameter count and AUROC in suite pneumothorax" in page
+
+
+def test_a_run_of_this_version_is_drawn_from_its_stored_tables_not_computed_again(tmp_path, monkeypatch):
+    """The run computes the tables once at finish; index.html (written right after) reuses them."""
+    import harness.report.html as html
+
+    recs = records({"resnet18": 0.15, "resnet50": 0.05}, {"resnet18": 0.9, "resnet50": 0.85})
+    for r in recs:
+        r.update(architecture=r["model"], verdict="pass", threshold=0.0, direction=">=", gate_on="value",
+                 ci_low=0.0, ci_high=1.0, n=40, message="")
+    stored = compare_models(recs)
+    monkeypatch.setattr(html, "compare_models", lambda records: pytest.fail("computed again"))
+    document = {"run_id": "new", "created": "now", "meta": {}, "records": recs, "comparisons": stored,
+                "parameters_vs_auroc": [], "overlays": [], "figures": [], "skipped": []}
+    assert "resnet18 vs resnet50" in html.render_html([(tmp_path, document)])

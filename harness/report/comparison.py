@@ -90,9 +90,14 @@ def parameters_vs_auroc(records: Iterable[Mapping[str, Any]]) -> list[dict[str, 
 
 
 def render_parameters_vs_auroc(entries: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None) -> str:
+    """The lines of :func:`parameters_vs_auroc_lines` as paragraphs of summary.md."""
+    return "\n\n".join(parameters_vs_auroc_lines(entries))
+
+
+def parameters_vs_auroc_lines(entries: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None) -> list[str]:
     """One line per suite (a results.json written before suites were told apart holds one entry, or none)."""
     if not entries:
-        return ""
+        return []
     lines = []
     for entry in [entries] if isinstance(entries, Mapping) else entries:
         pairs = ", ".join(f"{m} {p / 1e6:.1f}M / {a:.3f}" for m, p, a in zip(entry["models"], entry["parameters"],
@@ -100,7 +105,7 @@ def render_parameters_vs_auroc(entries: Sequence[Mapping[str, Any]] | Mapping[st
         where = f" in suite {entry['suite']}" if entry.get("suite") else ""
         lines.append(f"Spearman's rho between parameter count and AUROC{where} (seed 004): rho = {entry['rho']:.2f}, "
                      f"p = {entry['p']:.3g} over {len(entry['models'])} models ({pairs}).")
-    return "\n\n".join(lines)
+    return lines
 
 
 def differing_pairs(anova: Mapping[str, Any], limit: int = MAX_PAIRS_SHOWN) -> str:

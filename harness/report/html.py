@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from harness.atomic import atomic_write_text
 from harness.report.comparison import compare_models, differing_pairs, parameters_vs_auroc, \
-    render_parameters_vs_auroc
+    parameters_vs_auroc_lines
 from harness.report.formatting import (
     FAILING_VERDICTS,
     MISSING,
@@ -251,20 +251,21 @@ def _clusters(records: list[dict[str, Any]]) -> str:
 
 
 def _across_models(runs: Sequence[RunSource], columns: list[_Column]) -> str:
-    """Cross-model statistics recomputed from the records (of one run, or of several merged), so a report
-    re-rendered with ``xai-harness report`` shows them as this version computes them; the run's own stored
-    ones when that fails."""
-    merged = [{**r, "model": c.label} for c in columns for r in c.records]
-    try:
-        comparisons, sizes = compare_models(merged), parameters_vs_auroc(merged)
-    except Exception:  # noqa: BLE001
-        log.warning("could not compare the models of the report", exc_info=True)
-        comparisons, sizes = (list(runs[0][1].get("comparisons") or []), runs[0][1].get("parameters_vs_auroc")) \
-            if len(runs) == 1 else ([], None)
-    size = render_parameters_vs_auroc(sizes)
+    """Cross-model statistics: as the run stored them, or recomputed from the records for several runs merged
+    and for a run stored before the tables were made per suite (``xai-harness report`` re-renders it right)."""
+    stored = runs[0][1] if len(runs) == 1 else {}
+    if isinstance(stored.get("parameters_vs_auroc"), list):  # per suite: this version's tables, computed at finish
+        comparisons, sizes = list(stored.get("comparisons") or []), stored["parameters_vs_auroc"]
+    else:
+        merged = [{**r, "model": c.label} for c in columns for r in c.records]
+        try:
+            comparisons, sizes = compare_models(merged), parameters_vs_auroc(merged)
+        except Exception:  # noqa: BLE001
+            log.warning("could not compare the models of the report", exc_info=True)
+            comparisons, sizes = list(stored.get("comparisons") or []), stored.get("parameters_vs_auroc")
+    paragraphs = "".join(f"\n<p>{esc(line)}</p>" for line in parameters_vs_auroc_lines(sizes))
     if not comparisons:
-        return "<h2>Across models</h2>" + "".join(f"\n<p>{esc(line)}</p>" for line in size.split("\n\n")) \
-            if size else ""
+        return f"<h2>Across models</h2>{paragraphs}" if paragraphs else ""
     rows = []
     for c in comparisons:
         a = c["anova"]
@@ -273,11 +274,10 @@ def _across_models(runs: Sequence[RunSource], columns: list[_Column]) -> str:
         corr = f"rho {rho['rho']:.2f}, p {rho['p']:.3g} ({len(rho['models'])} models)" if rho else "-"
         rows.append([esc(c.get("suite") or "-"), esc(c["check"]), esc(c["explainer"]), esc(means), f"{a['f']:.2f}",
                      f"{a['p']:.3g}", esc(differing_pairs(a)), esc(corr)])
-    sizes = "".join(f"\n<p>{esc(line)}</p>" for line in size.split("\n\n") if line)
     return ("<h2>Across models</h2>\n<p>One-way ANOVA of the per-image values of each suite's models, Tukey HSD "
             "for each pair (alpha 0.05); Spearman's rho between AUROC and the localisation value across them.</p>\n"
             + table(("suite", "check", "explainer", "models (mean)", "F", "p", "pairs that differ", "vs AUROC"), rows,
-                    numeric=(4, 5)) + sizes)
+                    numeric=(4, 5)) + paragraphs)
 
 
 def render_baseline(baseline: Any, run_id: str) -> str:
