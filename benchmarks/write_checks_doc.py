@@ -122,7 +122,12 @@ PROSE: dict[str, tuple[str, str]] = {
                                     "raises the top-pixel density outside the lungs (0.18-0.57 of uniform on the "
                                     "calib split, healthy 0.12-0.26) without reaching 'more than uniform', and no "
                                     "threshold between separates weak shortcuts from healthy models; needs lung "
-                                    "masks. Use `offanatomy_occlusion` for unannotated shortcuts."),
+                                    "masks. The statistic is not the cause: `statistic: class_mean_top` (the class-"
+                                    "averaged map) cancels the healthy models' noise (border: ci_high <= 0.13) yet "
+                                    "still catches 2-3 of 21 intended defects, because the gradient maps of the 60-80% "
+                                    "border and marker shortcuts do not point at the artifact the model uses "
+                                    "(benchmarks/results/meta_cpu_class_mean_experiment.json). Use "
+                                    "`offanatomy_occlusion` and the counterfactual checks for shortcuts."),
     "spray_clusters": ("Groups of positive predictions whose maps point off the anatomy (SpRAy).", "A shortcut used "
                        "by every prediction equally; clusters are for a human to inspect (prototypes in the "
                        "report)."),

@@ -11,6 +11,8 @@ the map. A model that reads the lesion loses nothing; one that reads a token out
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
@@ -20,11 +22,13 @@ from harness.data.texture import gaussian_blur
 from harness.explain.context import ModelContext
 from harness.metrics import region_share
 from harness.metrics.clustering import spectral_relevance_clusters
+from harness.metrics.stats import bootstrap_statistic
 
 ANATOMY_MARGIN = 0.05  # the lungs dilated by this fraction of the side count as anatomy (lesions touch the edge)
 
 
-STATISTICS = ("mass", "top")
+PER_IMAGE_STATISTICS = ("mass", "top")
+STATISTICS = (*PER_IMAGE_STATISTICS, "class_mean_top")
 
 
 @register_check("outside_anatomy_attribution", category="shortcut", reference="uniform map (1.0)")
@@ -38,7 +42,15 @@ def check_outside_anatomy_attribution(ctx: ModelContext, explainer: str, *, regi
     of the map's ``top_fraction`` highest pixels in the region) / (area fraction): 1 = what a uniform
     map scores, > 1 = the heat concentrates there. ``top`` reads where the map points, so a small
     hot spot (a burned-in token) counts as much as a large one and the faint spill of a smooth map
-    does not; ``mass`` is the classic reading. ``region``: ``outside_lungs`` (everything but the
+    does not; ``mass`` is the classic reading. ``class_mean_top`` reads the positive predictions'
+    class-averaged map instead (seed 001's class-averaged maps; SpRAy's premise, Lapuschkin et al.
+    2019): the share of its top pixels in the region over the region's mean area. A noisy map (the
+    gradient) points off the lungs a little on every image, healthy or not, and averaging cancels
+    that, while a shortcut at a fixed place (a border frame, a corner marker) adds up; a shortcut
+    whose place varies from image to image averages out (``offanatomy_occlusion`` is for that one).
+    Its CI resamples patients and averages again. Measured on the meta population it catches no more
+    shortcuts than ``top``: the gradient maps of most shortcut models do not point at the artifact
+    they use (benchmarks/results/meta_cpu_class_mean_experiment.json), so the suite keeps ``top``. ``region``: ``outside_lungs`` (everything but the
     lung fields, dilated by 5% of the side: lesions touch their edge) or ``border`` (a frame of
     ``border`` x the image side).
     """
@@ -47,8 +59,14 @@ def check_outside_anatomy_attribution(ctx: ModelContext, explainer: str, *, regi
     if idx.numel() == 0:
         raise CheckSkipped(f"the model predicts no positive in split {split!r}")
     mask = _attention_region(data, region, border)[idx]
-    density = region_density(ctx.unit_maps(explainer, split)[idx], mask, statistic, top_fraction)
-    boot = patient_ci(ctx, split, idx, density, n_boot, seed)
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+    maps = ctx.unit_maps(explainer, split)[idx]
+    if statistic == "class_mean_top":
+        boot = bootstrap_statistic(partial(mean_map_density, top_fraction=top_fraction), maps, mask,
+                                   groups=ctx.patients(split)[idx], n_boot=n_boot, seed=seed)
+    else:
+        boot = patient_ci(ctx, split, idx, region_density(maps, mask, statistic, top_fraction), n_boot, seed)
     details = {"region": region, "statistic": statistic, "split": split,
                "mean_area_fraction": float(mask.float().mean())}
     return Measurement.of(f"attribution_density[{region},{statistic}]", boot, details,
@@ -58,13 +76,29 @@ def check_outside_anatomy_attribution(ctx: ModelContext, explainer: str, *, regi
 def region_density(maps01: torch.Tensor, region: torch.Tensor, statistic: str = "top",
                    top_fraction: float = 0.02) -> torch.Tensor:
     """Per map: the region's share of the map (``mass``) or of its top pixels (``top``) over its area fraction."""
-    if statistic not in STATISTICS:
-        raise ValueError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+    if statistic not in PER_IMAGE_STATISTICS:
+        raise ValueError(f"statistic must be one of {', '.join(PER_IMAGE_STATISTICS)}, got {statistic!r}")
     area = region.float().mean(dim=(1, 2, 3))
     if statistic == "mass":
         return region_share(maps01, region) / area
     top = top_pixels(maps01, torch.ones_like(region), top_fraction)
     return (top & region).flatten(1).sum(1) / top.flatten(1).sum(1).clamp_min(1) / area
+
+
+def mean_map_density(maps01: torch.Tensor, region: torch.Tensor, top_fraction: float = 0.02) -> torch.Tensor:
+    """Share of the class-averaged map's ``top_fraction`` highest pixels in ``region``, over the region's area.
+
+    ``region`` may differ per image (the lungs move): a pixel counts by how often it lies in the
+    region. Ties at the cut share the remaining places equally, so a constant map scores exactly 1
+    (what a uniform map scores) instead of whatever pixels a sort happens to list first.
+    """
+    mean_map = maps01.double().mean(0).flatten()
+    in_region = region.double().mean(0).flatten()
+    k = max(1, round(top_fraction * mean_map.numel()))
+    cut = mean_map.topk(k).values[-1]
+    above, tied = mean_map > cut, mean_map == cut
+    weight = above.double() + tied.double() * (k - int(above.sum())) / tied.sum()
+    return (weight * in_region).sum() / k / in_region.mean()
 
 
 def _attention_region(data, region: str, border: float) -> torch.Tensor:
