@@ -35,7 +35,7 @@ def test_noise_off_the_region_on_every_image_averages_out_where_the_per_image_re
     maps[..., 12:20, 12:20] = 0.6  # the lesion, in the middle of every image
     maps += 0.05 * torch.rand(maps.shape, generator=g)
     border = frame(n).flatten(1).nonzero()
-    for i in range(n):  # one random border pixel per image, hotter than the lesion
+    for i in range(n):  # 20 random border pixels per image, hotter than the lesion
         cols = border[border[:, 0] == i, 1]
         pick = cols[torch.randint(len(cols), (20,), generator=g)]
         maps[i].view(-1)[pick] = 1.0
