@@ -51,8 +51,8 @@ def check_outside_anatomy_attribution(ctx: ModelContext, explainer: str, *, regi
     Its CI resamples patients and averages again. Measured on the meta population it catches no more
     shortcuts than ``top``: the gradient maps of most shortcut models do not point at the artifact
     they use (benchmarks/results/meta_cpu_class_mean_experiment.json), so the suite keeps ``top``.
-    ``region``: ``outside_lungs`` (everything but the lung fields, dilated by 5% of the side: lesions touch their edge) or ``border`` (a frame of
-    ``border`` x the image side).
+    ``region``: ``outside_lungs`` (everything but the lung fields, dilated by 5% of the side: lesions
+    touch their edge) or ``border`` (a frame of ``border`` x the image side).
     """
     data = ctx.dataset(split)
     idx = torch.nonzero(ctx.scores(split) >= 0.5).flatten()
