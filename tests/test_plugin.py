@@ -124,6 +124,28 @@ def test_python_checks_get_the_model_under_test(toy):
     _run(toy, "suites/test_mine.py", "--model", "toy").assert_outcomes(passed=1)
 
 
+def test_python_checks_marked_with_datasets_skip_models_trained_on_others(toy):
+    (toy.path / "suites" / "test_mine.py").write_text(textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.xai_datasets("synth-cxr")
+        def test_for_chest_models(xai_model):
+            raise AssertionError("must not run on the toy-blobs model")
+
+        @pytest.mark.xai_datasets("toy-blobs", "synth-cxr")
+        def test_for_toy_models(xai_model, check):
+            assert xai_model.manifest["dataset"]["name"] == "toy-blobs"
+            check("auroc", require="ci_low >= 0", n_boot=50)
+    """))
+    result = _run(toy, "suites/test_mine.py", "--model", "toy", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*check 'test_for_chest_models' applies to datasets synth-cxr; toy is trained on "
+                                 "toy-blobs*"])
+    records = json.loads((toy.path / "reports" / "latest" / "results.json").read_text())["records"]
+    # grouped by dataset in the across-model comparison, like a YAML suite (one file may judge several datasets)
+    assert [r["suite"] for r in records if r["check"] == "auroc"] == ["test_mine.py [toy-blobs]"]
+
+
 def test_xdist_workers_report_to_one_run(toy):
     (toy.path / "suites" / "toy.yaml").write_text(SUITE)
     result = _run(toy, "suites", "--model", "toy", "-n", "2", "--dist", "loadgroup", "--junitxml", "junit.xml")

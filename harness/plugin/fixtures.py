@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from harness.plugin.items import load_visibly, unavailable_text
+from harness.plugin.items import dataset_mismatch, load_visibly, not_applicable, unavailable_text
 from harness.plugin.keys import MODELS, RESULT_PROPERTY
 from harness.plugin.options import session_of
 
@@ -30,10 +30,20 @@ def xai_model(request: pytest.FixtureRequest):
         pytest.skip("pass --model NAME (or --checkpoint PATH) to run checks that use xai_model")
     from harness.session import ModelUnavailable
 
+    marker = request.node.get_closest_marker("xai_datasets")
+    datasets, what = (tuple(marker.args) if marker else ()), f"check {request.node.originalname!r}"
+    reason = not_applicable(what, datasets, request.param)
+    if reason:
+        pytest.skip(reason)
     try:
-        return load_visibly(request.config, request.param)
+        ctx = load_visibly(request.config, request.param)
     except ModelUnavailable as err:
         unavailable = err
+    else:
+        reason = dataset_mismatch(what, datasets, ctx.name, ctx.manifest["dataset"]["name"])
+        if reason:
+            pytest.skip(reason)
+        return ctx
     pytest.fail(unavailable_text(unavailable), pytrace=False)  # outside ``except``: no chained traceback
 
 
@@ -83,9 +93,11 @@ def check(request: pytest.FixtureRequest, xai_model):
     from harness.checks.api import evaluate
     from harness.checks.result import Verdict
 
+    # the file and the model's dataset: the report compares models within one dataset, as within a YAML suite
+    suite = f"{request.node.path.name} [{xai_model.manifest['dataset']['name']}]"
+
     def run(name: str, explainer: str | None = None, *, require: str, severity: str = "fail", **params):
-        result = evaluate(name, xai_model, explainer, require=require, severity=severity,
-                          suite=request.node.path.name, **params)
+        result = evaluate(name, xai_model, explainer, require=require, severity=severity, suite=suite, **params)
         request.node.user_properties.append((RESULT_PROPERTY, json.dumps(result.to_dict())))
         if result.verdict in (Verdict.FAIL, Verdict.ERROR):
             raise AssertionError(f"{name} [{xai_model.name} / {explainer or '-'}]: {result.message}")

@@ -119,6 +119,13 @@ class ConditionUninformative(UserWarning):
 def _not_applicable(suite, model: str) -> str:
     """Why ``suite`` does not apply to zoo model ``model`` (a pretraining backbone, or not one of its
     ``datasets``), or ""."""
+    return not_applicable(f"suite {suite.name!r}", suite.datasets, model)
+
+
+def not_applicable(what: str, datasets, model: str) -> str:
+    """Why ``what`` (a suite, a Python check marked ``xai_datasets``) does not apply to zoo model ``model``:
+    a pretraining backbone, or trained on none of ``datasets``; "" if it applies or the zoo cannot tell
+    (an external checkpoint: its dataset is known once loaded, see :func:`dataset_mismatch`)."""
     if model.startswith("checkpoint:"):
         return ""
     from harness.models.zoo import ZooError, get_zoo_entry
@@ -126,18 +133,20 @@ def _not_applicable(suite, model: str) -> str:
     try:
         entry = get_zoo_entry(model)
     except ZooError:
-        if suite.datasets:
+        if datasets:
             raise
-        return ""  # a suite for any data: nothing to decide from
+        return ""  # for any data: nothing to decide from
     if entry.purpose == "pretraining":
         return (f"{model} is a pretraining backbone (purpose: pretraining in {entry.source}): it is trained on "
-                f"another task for the models built on it, and those are judged; suite {suite.name!r} does not apply")
-    if not suite.datasets:
+                f"another task for the models built on it, and those are judged; {what} does not apply")
+    return dataset_mismatch(what, datasets, model, entry.dataset)
+
+
+def dataset_mismatch(what: str, datasets, model: str, dataset: str) -> str:
+    """Why ``what`` does not apply to a model trained on ``dataset``, or "" (no ``datasets``: any applies)."""
+    if not datasets or dataset in datasets:
         return ""
-    dataset = entry.dataset
-    if dataset in suite.datasets:
-        return ""
-    return f"suite {suite.name!r} applies to datasets {', '.join(suite.datasets)}; {model} is trained on {dataset}"
+    return f"{what} applies to datasets {', '.join(datasets)}; {model} is trained on {dataset}"
 
 
 class NotApplicable(pytest.Item):

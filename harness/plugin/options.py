@@ -57,6 +57,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for category in CATEGORIES:
         config.addinivalue_line("markers", f"{category}: xai-harness {category} checks")
     config.addinivalue_line("markers", "xai: every check collected from a YAML suite")
+    config.addinivalue_line("markers", "xai_datasets(*names): run this Python check only on models trained on "
+                            "these datasets (others, and pretraining backbones, skip with the reason)")
     from harness.plugin.recorder import ResultRecorder
 
     config.pluginmanager.register(ResultRecorder(config), RECORDER)
