@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Harness errors that mean the command was asked for something that does not exist (exit 2).
-USAGE_ERRORS = ("ZooError", "UnknownNameError", "ProfileUnavailableError", "SuiteError")
+USAGE_ERRORS = ("ZooError", "UnknownNameError", "ProfileUnavailableError", "SuiteError", "MetaUsageError")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -212,3 +212,32 @@ def test_a_skipped_intended_cell_is_not_counted_as_missed():
                                rec("healthy", "cnn", "pass", False)])
     assert matrix["per_check"]["rand"]["intended_defects"] == 1
     assert matrix["per_check"]["rand"]["missed"] == [] and matrix["per_check"]["rand"]["sensitivity"] == 1.0
+
+
+def test_calibrating_some_checks_alone_merges_their_proposals_into_the_file_in_suite_order(tmp_path):
+    from harness.meta.commands import _merged
+    from harness.meta.run import PopulationRun
+
+    (tmp_path / "s.yaml").write_text("suite: s\nchecks:\n" + "".join(
+        f"  - id: {c}\n    check: auroc\n    require: ci_low >= 0.8\n" for c in ("a", "b", "c")))
+    suite = load_suite(tmp_path / "s.yaml")
+    saved = {"suite": "s", "checks": [{"check": "a", "proposed": 0.7}, {"check": "c", "proposed": 0.6}],
+             "updates": [{"checks": ["c"]}]}
+    run = PopulationRun("calib", [], 12.4, 30.6, [])
+    merged, updates = _merged(saved, [{"check": "b", "proposed": 0.5}, {"check": "a", "proposed": 0.75}], suite,
+                              run, tmp_path / "cal.json")
+    assert merged == [{"check": "a", "proposed": 0.75}, {"check": "b", "proposed": 0.5}, {"check": "c", "proposed": 0.6}]
+    assert [u["checks"] for u in updates] == [["c"], ["a", "b"]]
+    assert updates[-1]["seconds"] == {"training": 12, "evaluation": 31}
+    with pytest.raises(ValueError, match="calibrates suite 'other'"):
+        _merged({"suite": "other", "checks": []}, [], suite, run, tmp_path / "cal.json")
+
+
+def test_meta_refuses_checks_without_the_records_of_an_earlier_run(tmp_path, capsys):
+    from harness.cli import main
+
+    rc = main(["meta", "--checks", "auroc", "--families", "residual", "--defects", "none", "--no-progress",
+               "--report-dir", str(tmp_path), "--results", str(tmp_path / "r.json")])
+    assert rc == 2  # a usage error: one line, no traceback
+    assert "--checks needs --records" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

@@ -11,6 +11,10 @@ from harness.meta.families import CALIBRATION_SEEDS
 DEFAULT_SUITE = Path(__file__).resolve().parents[2] / "suites" / "pneumothorax.yaml"
 
 
+class MetaUsageError(ValueError):
+    """The command line asks for something the run cannot do (an unknown check, --checks without records)."""
+
+
 def add_arguments(parser: argparse.ArgumentParser, *, meta: bool) -> None:
     parser.add_argument("--suite", default=str(DEFAULT_SUITE), help="the suite to calibrate or prove")
     parser.add_argument("--families", default="all", help="comma-separated families (residual, dense, vit) or all")
@@ -19,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, meta: bool) -> None:
     parser.add_argument("--profile", choices=("cpu", "gpu"), help="default: gpu if CUDA is available, else cpu")
     parser.add_argument("--checkpoint-dir", help="checkpoint store root")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--checks", metavar="ID[,ID...]", help="with --records: evaluate only these suite checks "
-                        "again (after changing them) and take every other record from --records")
+    parser.add_argument("--checks", metavar="ID[,ID...]", help="evaluate only these suite checks (after adding or "
+                        "changing them) and take every other record from --records" + ("" if meta else
+                        "; without --records, merge their proposals into the calibration file"))
     if meta:
         parser.add_argument("--seeds", default="0,1,2", help="healthy seeds per family")
         parser.add_argument("--report-dir", default="reports", help="where the meta report folder goes")
@@ -74,6 +79,8 @@ def _provider(args):
 
 
 def calibrate_command(args: argparse.Namespace) -> int:
+    import json
+
     from harness.meta.calibrate import propose
     from harness.meta.report import SCHEMA, machine, write_json
     from harness.meta.run import PopulationRun, population, reintend, rejudge, run_population
@@ -83,8 +90,6 @@ def calibrate_command(args: argparse.Namespace) -> int:
     suite, families, defects, seeds = _selection(args, calibrating=True)
     provider = _provider(args)
     if args.records:
-        import json
-
         saved = json.loads(Path(args.records).read_text())
         records = rejudge(reintend(saved["records"]), suite, provider.profile)  # the suite's gates as they are now
         run = PopulationRun("calib", records, saved.get("train_seconds", 0.0), saved.get("evaluate_seconds", 0.0),
@@ -92,6 +97,9 @@ def calibrate_command(args: argparse.Namespace) -> int:
         if args.checks:
             run = _reevaluate(args, run, suite, families, defects, seeds, provider, console, split="calib")
             _save_records(console, Path(args.report_dir) / f"calibrate-{new_run_id()}", run)
+    elif args.checks:  # only these checks, on the whole population; the file keeps every other check's proposal
+        run = _evaluate_only(args, suite, families, defects, seeds, provider, console, split="calib")
+        _save_records(console, Path(args.report_dir) / f"calibrate-{new_run_id()}", run)
     else:
         run = run_population(suite, population(families, defects, seeds), provider, split="calib", console=console,
                              progress=not args.no_progress)
@@ -100,6 +108,10 @@ def calibrate_command(args: argparse.Namespace) -> int:
     _print_proposals(console, proposals)
     out = Path(args.out) if args.out else (suite.calibration or
                                            Path(suite.path).parent / "calibration" / f"{suite.name}_{provider.profile}.json")
+    entries = [p.to_dict() for p in proposals]
+    updates = []
+    if args.checks and not args.records and out.exists():
+        entries, updates = _merged(json.loads(out.read_text()), entries, suite, run, out)
     write_json(out, {
         "schema": SCHEMA, "suite": suite.name, "profile": provider.profile, "split": "calib",
         "population": {"families": {f.name: f.architecture for f in families}, "healthy_seeds": list(seeds),
@@ -109,7 +121,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
         "rule": "separating: midpoint between the worst healthy and the least defective intended defect (half the gap "
                 "is the margin each side); otherwise the threshold is kept if every healthy model clears it, else "
                 "moved beyond the worst healthy value by 10% of it (at least 0.01); rounded to 3 decimals",
-        "checks": [p.to_dict() for p in proposals],
+        "checks": entries, **({"updates": updates} if updates else {}),
     })
     console.print(f"calibration written to {out}", markup=False, soft_wrap=True)
     if args.apply:
@@ -123,18 +135,47 @@ def calibrate_command(args: argparse.Namespace) -> int:
 
 def _reevaluate(args, run, suite, families, defects, seeds, provider, console, *, split: str):
     """``run`` with the records of ``--checks`` evaluated again on every subject of the selection."""
-    from harness.meta.run import population, replace_checks, run_population
+    from harness.meta.run import replace_checks
 
+    fresh = _evaluate_only(args, suite, families, defects, seeds, provider, console, split=split)
+    return replace_checks(run, fresh, _check_ids(args, suite))
+
+
+def _evaluate_only(args, suite, families, defects, seeds, provider, console, *, split: str):
+    """The records of ``--checks`` alone, evaluated on every subject of the selection."""
+    from harness.meta.run import population, run_population
+
+    ids = _check_ids(args, suite)
+    fresh = run_population(suite.only(ids), population(families, defects, seeds), provider, split=split,
+                           console=console, progress=not args.no_progress)
+    console.print(f"evaluated {', '.join(ids)} on {len(fresh.subjects)} subjects in {fresh.evaluate_seconds:.0f} s",
+                  markup=False, soft_wrap=True)
+    return fresh
+
+
+def _check_ids(args, suite) -> list[str]:
     ids = [c.strip() for c in args.checks.split(",") if c.strip()]
     unknown = sorted(set(ids) - {c.id for c in suite.checks})
     if unknown:
-        raise ValueError(f"--checks: {', '.join(unknown)} not in suite {suite.name!r}; its checks: "
+        raise MetaUsageError(f"--checks: {', '.join(unknown)} not in suite {suite.name!r}; its checks: "
                          + ", ".join(c.id for c in suite.checks))
-    fresh = run_population(suite.only(ids), population(families, defects, seeds), provider, split=split,
-                           console=console, progress=not args.no_progress)
-    console.print(f"re-evaluated {', '.join(ids)} on {len(fresh.subjects)} subjects in {fresh.evaluate_seconds:.0f} s",
-                  markup=False, soft_wrap=True)
-    return replace_checks(run, fresh, ids)
+    return ids
+
+
+def _merged(saved: dict[str, Any], entries: list[dict[str, Any]], suite, run, out: Path):
+    """The calibration file's proposals with ``entries`` in place of (or beside) those of the same checks, in
+    suite order, and its list of partial updates with this one (which checks, when, how long) appended."""
+    from harness.meta.report import machine
+
+    if saved.get("suite") != suite.name:
+        raise ValueError(f"{out} calibrates suite {saved.get('suite')!r}, not {suite.name!r}: choose --out")
+    fresh = {e["check"]: e for e in entries}
+    by_check = {e["check"]: e for e in saved.get("checks", [])} | fresh
+    order = [c.id for c in suite.checks]
+    merged = sorted(by_check.values(), key=lambda e: order.index(e["check"]) if e["check"] in order else len(order))
+    update = {"checks": sorted(fresh), "machine": machine(),
+              "seconds": {"training": round(run.train_seconds), "evaluation": round(run.evaluate_seconds)}}
+    return merged, [*saved.get("updates", []), update]
 
 
 def _save_records(console, folder: Path, run) -> None:
@@ -181,6 +222,9 @@ def meta_command(args: argparse.Namespace) -> int:
                             saved.get("subjects", []))
         if args.checks:
             run = _reevaluate(args, run, suite, families, defects, seeds, provider, console, split="test")
+    elif args.checks:
+        raise MetaUsageError("--checks needs --records: the detection matrix needs every check, so the others come "
+                         "from an earlier meta run's records.json (its report folder)")
     else:
         run = run_population(suite, population(families, defects, seeds), provider, split="test", console=console,
                              progress=not args.no_progress)
