@@ -129,3 +129,15 @@ def test_batches_never_leave_a_single_image():
     assert trainer._batches(33, 16) == [(0, 16), (16, 32)]
     assert trainer._batches(34, 16) == [(0, 16), (16, 32), (32, 34)]
     assert trainer._batches(33, 16, keep_single=True)[-1] == (32, 33)
+
+
+def test_a_run_ending_near_chance_is_warned_about_unless_it_is_meant_not_to_learn():
+    from harness.models.trainer import did_not_learn
+
+    stuck = {"val_auroc": 0.55, "train_loss": 0.6931}
+    warning = did_not_learn(toy_entry("vgg"), stuck)
+    assert "vgg ended near chance: val AUROC 0.550" in warning and "training loss 0.693" in warning
+    assert did_not_learn(toy_entry("vgg"), {"val_auroc": 0.61, "train_loss": 0.5}) == ""  # it learned something
+    assert did_not_learn(toy_entry("twin", dataset="shuffled-labels"), stuck) == ""  # the defect zoo's own
+    assert did_not_learn(toy_entry("few", recipe="undertrained"), stuck) == ""
+    assert did_not_learn(toy_entry("vgg"), {"val_auroc": float("nan")}) == ""  # one class in val: nothing to say

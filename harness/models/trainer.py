@@ -151,6 +151,31 @@ def _print_summary(console, entry: ZooEntry, profile: str, run: TrainedRun) -> N
         markup=False,
         highlight=False,
     )
+    warning = did_not_learn(entry, last)
+    if warning:
+        console.print(f"warning: {warning}", markup=False, highlight=False, style="bold yellow")
+
+
+#: A run whose validation AUROC ends below this learned (almost) nothing: chance is 0.5.
+NEAR_CHANCE_AUROC = 0.60
+#: Runs meant not to learn: the defect zoo's label-shuffled and under-trained models.
+MEANT_NOT_TO_LEARN = ({"shuffled-labels"}, {"undertrained"})
+
+
+def did_not_learn(entry: ZooEntry, metrics: dict) -> str:
+    """Why the finished run looks untrained (validation AUROC near chance), or "": said when training ends,
+    before minutes of evaluation find it out. Runs meant not to learn (shuffled labels, a few steps) are not
+    warned about."""
+    auroc = metrics.get("val_auroc")
+    datasets, recipes = MEANT_NOT_TO_LEARN
+    if auroc is None or not auroc == auroc or auroc >= NEAR_CHANCE_AUROC or entry.dataset in datasets \
+            or entry.recipe in recipes:
+        return ""
+    loss = metrics.get("train_loss")
+    stuck = f", training loss {loss:.3f} (ln 2 = 0.693 is a constant 50/50 guess)" if loss is not None else ""
+    return (f"{entry.name} ended near chance: val AUROC {auroc:.3f}{stuck}. It did not learn on recipe "
+            f"{entry.recipe!r}: its suites will fail it. Give its zoo entry a recipe with a lower learning rate or "
+            "more epochs (`xai-harness list recipes`), or another architecture.")
 
 
 @dataclass
