@@ -131,6 +131,15 @@ PROSE: dict[str, tuple[str, str]] = {
     "spray_clusters": ("Groups of positive predictions whose maps point off the anatomy (SpRAy).", "A shortcut used "
                        "by every prediction equally; clusters are for a human to inspect (prototypes in the "
                        "report)."),
+    "context_swap": ("A model that reads anything outside the anatomy that carries the label, annotated or not and "
+                     "whatever its maps show: each image's lungs are shown in a positive's and in a negative's "
+                     "surroundings (another patient's pixels outside both lungs) and the rise of P(positive) is "
+                     "averaged. Caught every border, marker and burned-token shortcut at 60-95% on all three "
+                     "families (calib and test), where the map-based checks caught 1-11 of 21, and the strongest "
+                     "ViT drain shortcut (the drain enters from outside the lungs).",
+                     "A shortcut inside the lungs (most of the chest drain: 60-80% drain shortcuts stay below the "
+                     "threshold); a confound the judged split does not carry (run it on data where the confound "
+                     "holds); needs lung masks and both classes."),
     "offanatomy_occlusion": ("A model that relies on something outside the anatomy where its map points, "
                              "annotated or not: the burned-in token on every family, the marker shortcuts; blurring "
                              "what the map points at lowers the log-odds more than blurring a control region.",

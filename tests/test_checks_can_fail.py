@@ -289,6 +289,11 @@ def occlusion(kind, gate):
     return with_maps(ctx, "x", bright + 0.01 * torch.rand(bright.shape)), "x"
 
 
+def context_swap(kind, gate):
+    model = Constant() if kind == "pass" else TokenReader()  # the token reader follows the donor's surroundings
+    return context(model, dataset="burned-token", options={"base": "synth-cxr"}, shortcuts={}), None
+
+
 CASES = {
     "auroc": performance, "sensitivity": performance, "specificity": performance, "auprc": performance,
     "calibration": calibration, "subgroup_gap": subgroup,
@@ -302,7 +307,7 @@ CASES = {
     "artifact_effect": artifact_counterfactual,
     "decorrelated_auroc_drop": artifact_counterfactual, "artifact_attribution": artifact_attribution,
     "outside_anatomy_attribution": outside_anatomy, "spray_clusters": outside_anatomy,
-    "offanatomy_occlusion": occlusion,
+    "offanatomy_occlusion": occlusion, "context_swap": context_swap,
 }
 SUITE = load_suite(os.path.join(os.path.dirname(__file__), "..", "suites", "pneumothorax.yaml"))
 GATES = [c for c in SUITE.checks if c.condition.severity == "fail"]

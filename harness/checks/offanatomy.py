@@ -105,7 +105,7 @@ def _attention_region(data, region: str, border: float) -> torch.Tensor:
     if data.lung_masks is None and region == "outside_lungs":
         raise CheckSkipped(f"dataset {data.name} has no lung masks: use region: border")
     if region == "outside_lungs":
-        return ~_dilated(data.lung_masks, ANATOMY_MARGIN)
+        return ~dilated(data.lung_masks, ANATOMY_MARGIN)
     if region == "border":
         frame = torch.ones((len(data), 1, *data.images.shape[-2:]), dtype=torch.bool)
         h, w = frame.shape[-2:]
@@ -134,7 +134,7 @@ def check_spray_clusters(ctx: ModelContext, explainer: str, *, split: str = "tes
         raise CheckSkipped(f"dataset {data.name} has no lung masks to tell anatomy from elsewhere")
     maps = ctx.unit_maps(explainer, split)[idx]
     clusters = spectral_relevance_clusters(maps, max_clusters=max_clusters, seed=seed)
-    outside_mask = ~_dilated(data.lung_masks[idx], ANATOMY_MARGIN)
+    outside_mask = ~dilated(data.lung_masks[idx], ANATOMY_MARGIN)
     density = region_density(maps, outside_mask, statistic, top_fraction)
     summary, flagged = [], torch.zeros(idx.numel(), dtype=torch.bool)
     for c, protos in enumerate(clusters.prototypes):
@@ -173,7 +173,7 @@ def check_offanatomy_occlusion(ctx: ModelContext, explainer: str, *, split: str 
     if idx.numel() < 2:
         raise CheckSkipped(f"needs at least 2 positive predictions in split {split!r}, got {idx.numel()}")
     images, p_before = ctx.images(split)[idx], ctx.scores(split)[idx]
-    outside = ~_dilated(data.lung_masks[idx], ANATOMY_MARGIN)
+    outside = ~dilated(data.lung_masks[idx], ANATOMY_MARGIN)
     chosen = top_pixels(ctx.unit_maps(explainer, split)[idx], outside, top_fraction)
     control = chosen.roll(1, dims=0) & outside  # another image's selection: same kind of shape, not this map's
     p_map, p_control = _score_without(ctx, images, chosen), _score_without(ctx, images, control)
@@ -202,7 +202,8 @@ def top_pixels(maps01: torch.Tensor, allowed: torch.Tensor, fraction: float) -> 
     return mask.view_as(maps01) & allowed
 
 
-def _dilated(mask: torch.Tensor, fraction: float) -> torch.Tensor:
+def dilated(mask: torch.Tensor, fraction: float) -> torch.Tensor:
+    """bool ``mask`` grown by ``fraction`` of the image side (a square max filter): the anatomy with a margin."""
     pixels = max(1, round(fraction * mask.shape[-1]))
     return F.max_pool2d(mask.float(), 2 * pixels + 1, stride=1, padding=pixels) > 0
 

@@ -97,6 +97,7 @@ def list_checks() -> list[CheckSpec]:
 def _import_builtin() -> None:
     from harness.checks import (  # noqa: F401  (each module registers its checks)
         consistency,
+        context_swap,
         faithfulness,
         localisation,
         offanatomy,

@@ -194,9 +194,10 @@ def _shortcut(artifact: str, strength: float) -> Defect:
     shortcuts = {a: {"p_pos": OTHER_ARTIFACT_RATE, "p_neg": OTHER_ARTIFACT_RATE} for a in ARTIFACTS}
     shortcuts[artifact] = {"p_pos": strength, "p_neg": NEGATIVE_RATE}
     which = (("artifact", artifact),)
-    # the marker (a corner plate) and the border (a frame) lie outside the lungs: where the maps point there
-    outside = (Intended("outside_anatomy_attribution"), Intended("offanatomy_occlusion")) if artifact != "chest_drain" \
-        else ()
+    # the marker (a corner plate) and the border (a frame) lie outside the lungs: where the maps point there,
+    # and what the model makes of another patient's surroundings (the drain runs into the lungs: neither)
+    outside = (Intended("outside_anatomy_attribution"), Intended("offanatomy_occlusion"), Intended("context_swap")) \
+        if artifact != "chest_drain" else ()
     return Defect(
         name=f"shortcut_{artifact}_{round(strength * 100)}", kind="trained",
         description=f"trained where the {artifact.replace('_', ' ')} is on {strength:.0%} of positives and "
@@ -215,7 +216,8 @@ register_defect(Defect(
     "burned_token", "trained",
     "a bright text-like token outside the lungs on 90% of positives and 10% of negatives, with no mask: "
     "a shortcut nobody annotated (dataset wrapper burned-token)",
-    (Intended("outside_anatomy_attribution"), Intended("spray_clusters"), Intended("offanatomy_occlusion")),
+    (Intended("outside_anatomy_attribution"), Intended("spray_clusters"), Intended("offanatomy_occlusion"),
+     Intended("context_swap")),
     dataset="burned-token", dataset_options={"p_pos": 0.9, "p_neg": 0.1}))
 register_defect(Defect("shuffled_labels", "trained", "trained on permuted labels (it can only memorise)",
                        _PERFORMANCE, dataset="shuffled-labels", dataset_options={"label_seed": 0}))
