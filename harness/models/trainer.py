@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
@@ -159,7 +160,7 @@ def _print_summary(console, entry: ZooEntry, profile: str, run: TrainedRun) -> N
 #: A run whose validation AUROC ends below this learned (almost) nothing: chance is 0.5.
 NEAR_CHANCE_AUROC = 0.60
 #: Runs meant not to learn: the defect zoo's label-shuffled and under-trained models.
-MEANT_NOT_TO_LEARN = ({"shuffled-labels"}, {"undertrained"})
+UNLEARNABLE_DATASETS, UNDERTRAINING_RECIPES = {"shuffled-labels"}, {"undertrained"}
 
 
 def did_not_learn(entry: ZooEntry, metrics: dict) -> str:
@@ -167,9 +168,8 @@ def did_not_learn(entry: ZooEntry, metrics: dict) -> str:
     before minutes of evaluation find it out. Runs meant not to learn (shuffled labels, a few steps) are not
     warned about."""
     auroc = metrics.get("val_auroc")
-    datasets, recipes = MEANT_NOT_TO_LEARN
-    if auroc is None or not auroc == auroc or auroc >= NEAR_CHANCE_AUROC or entry.dataset in datasets \
-            or entry.recipe in recipes:
+    if auroc is None or math.isnan(auroc) or auroc >= NEAR_CHANCE_AUROC or entry.dataset in UNLEARNABLE_DATASETS \
+            or entry.recipe in UNDERTRAINING_RECIPES:
         return ""
     loss = metrics.get("train_loss")
     stuck = f", training loss {loss:.3f} (ln 2 = 0.693 is a constant 50/50 guess)" if loss is not None else ""
