@@ -220,8 +220,8 @@ def pneumothorax_cnn(profile: str) -> Recipe:
 
 @register_recipe(
     "pneumothorax_vit",
-    description="Seed 000 ViT protocol: cross-entropy, SGD 1e-4, 300 epochs, CLAHE + z-score (gpu); AdamW 1e-3 "
-    "+ warmup/cosine, 10 epochs, no augmentation at 64x64 (cpu)",
+    description="Seed 000 ViT protocol: cross-entropy, SGD 1e-4, 300 epochs, CLAHE + z-score (gpu); AdamW 5e-4 "
+    "+ 2 warm-up epochs/cosine, 10 epochs, no augmentation at 64x64 (cpu)",
 )
 def pneumothorax_vit(profile: str) -> Recipe:
     """Seed 000, vision transformers.
@@ -229,10 +229,14 @@ def pneumothorax_vit(profile: str) -> Recipe:
     gpu: the published protocol (CLAHE + z-score, SGD lr 1e-4, 300 epochs; momentum 0.9 and batch
     64 are not given in the paper and are our choice). Note the paper fine-tuned ImageNet weights;
     from random init SGD 1e-4 learns slowly (pass ``--pretrained``).
-    cpu: a variant that learns from scratch at 64x64: AdamW 1e-3, weight decay 0.05, one warm-up
-    epoch then cosine decay, 10 epochs, no augmentation. Measured on synth-cxr (seed 0, 2 cores):
-    ``vit_tiny_convstem`` (convolutional stem, 8x8 tokens) val AUROC 0.59 -> 0.83 (epoch 3) ->
-    0.93 (epoch 6) -> 0.935 (epoch 10) in about 90 s; with the CNN augmentation 0.89 after 8 epochs.
+    cpu: a variant that learns from scratch at 64x64: AdamW 5e-4, weight decay 0.05, two warm-up
+    epochs then cosine decay, 10 epochs, no augmentation, about 95 s for ``vit_tiny_convstem``
+    (convolutional stem, 8x8 tokens) on 2 cores. Every run first sits near chance (training loss
+    ~ln 2) and then breaks out. With 1e-3 and one warm-up epoch the break-out came late or not
+    at all: seed 1 at epoch 6 (val AUROC 0.877), seed 2 never (0.694; it started at epoch 4 and
+    fell back). With 5e-4 and two warm-up epochs all of seeds 0, 1, 2, 3, 5 and 10 broke out by
+    epoch 5 (val AUROC 0.909-0.958; seed 2: 0.942, seed 1: 0.958; measured on one AMD EPYC
+    machine, December 2026). With the CNN augmentation: 0.89 after 8 epochs (at 1e-3).
     A plain patch-16 ViT learns slowly from scratch on 1,400 images: vit_small reached 0.72 after
     16 epochs at lr 5e-4 (~9 min; measured with the earlier 16-epoch variant of this recipe), a
     ViT-Ti/8 0.63 after 8 epochs at 1e-3. vit_base is ~3.5x slower per image than vit_small.
@@ -243,8 +247,8 @@ def pneumothorax_vit(profile: str) -> Recipe:
             augment=_SEED000_AUGMENT, preprocess="clahe+zscore",
         )
     return Recipe(
-        "pneumothorax_vit", profile, "adamw", lr=1e-3, epochs=10, batch_size=32, weight_decay=0.05,
-        schedule="cosine", warmup_epochs=1,
+        "pneumothorax_vit", profile, "adamw", lr=5e-4, epochs=10, batch_size=32, weight_decay=0.05,
+        schedule="cosine", warmup_epochs=2,
     )
 
 
