@@ -235,7 +235,7 @@ def pneumothorax_vit(profile: str) -> Recipe:
     ~ln 2) and then breaks out. With 1e-3 and one warm-up epoch the break-out came late or not
     at all: seed 1 at epoch 6 (val AUROC 0.877), seed 2 never (0.694; it started at epoch 4 and
     fell back). With 5e-4 and two warm-up epochs all of seeds 0, 1, 2, 3, 5 and 10 broke out by
-    epoch 5 (val AUROC 0.909-0.958; seed 2: 0.942, seed 1: 0.958; measured on one AMD EPYC
+    epoch 6 (val AUROC 0.909-0.958; seed 2: 0.942, seed 1: 0.958; measured on one AMD EPYC
     machine, December 2026). With the CNN augmentation: 0.89 after 8 epochs (at 1e-3).
     A plain patch-16 ViT learns slowly from scratch on 1,400 images: vit_small reached 0.72 after
     16 epochs at lr 5e-4 (~9 min; measured with the earlier 16-epoch variant of this recipe), a
