@@ -113,8 +113,10 @@ PROSE: dict[str, tuple[str, str]] = {
     "adversarial_auroc_drop": ("A model whose AUROC collapses under one FGSM step (Goodfellow et al. 2015; seed "
                                "001's adversarial-robustness gap).", "One-step attacks only: robustness to stronger "
                                "attacks (PGD) is not shown; no defect in the meta run targets it."),
-    "decorrelated_auroc_drop": ("A model whose AUROC falls when the artifacts stop tracking the label.", "Needs a "
-                                "decorrelated split; a weak shortcut within the CI."),
+    "decorrelated_auroc_drop": ("A model whose AUROC falls when the artifacts stop tracking the label; with "
+                                "`twin: same_patients`, on the same patients re-rendered (a paired bootstrap).",
+                                "Needs a decorrelated split, or synthetic data that re-renders its patients; a "
+                                "weak shortcut within the CI."),
     "outside_anatomy_attribution": ("Maps that point outside the lungs or at the image border more than a uniform "
                                     "map would (seed 001's extrathoracic bias): maps of models that learned nothing "
                                     "(shuffled labels, under-trained, randomised) and the strongest border "
