@@ -73,7 +73,8 @@ def check_decorrelated_auroc_drop(ctx: ModelContext, explainer: str | None = Non
     if twin == "same_patients":
         other = f"{split} re-rendered with every artifact at rate {DECORRELATED_RATE} in both classes"
         decor = labels, decorrelated_scores(ctx, split)
-        pairs = ((rows, rows) for rows in cluster_resamples(ctx.patients(split), n_boot, torch.Generator().manual_seed(seed)))
+        resamples = cluster_resamples(ctx.patients(split), n_boot, torch.Generator().manual_seed(seed))
+        pairs = ((rows, rows) for rows in resamples)
     else:
         other = decorrelated_split(split)
         offered = ctx.dataset(split).config.get("splits")  # datasets read from files list their splits
@@ -83,7 +84,8 @@ def check_decorrelated_auroc_drop(ctx: ModelContext, explainer: str | None = Non
                                f"or a split column with {other!r} rows")
         decor = ctx.labels(other), ctx.scores(other)
         g = torch.Generator().manual_seed(seed)
-        pairs = zip(cluster_resamples(ctx.patients(split), n_boot, g), cluster_resamples(ctx.patients(other), n_boot, g))
+        pairs = zip(cluster_resamples(ctx.patients(split), n_boot, g),
+                    cluster_resamples(ctx.patients(other), n_boot, g))
     drop = float(auroc(scores, labels) - auroc(decor[1], decor[0]))
     reps_t = torch.tensor([float(auroc(scores[a], labels[a]) - auroc(decor[1][b], decor[0][b])) for a, b in pairs],
                           dtype=torch.float64)
@@ -108,11 +110,8 @@ def decorrelated_scores(ctx: ModelContext, split: str) -> torch.Tensor:
     if shortcuts is None:
         raise CheckSkipped(needs_synthetic(data.name, "with the artifacts independent of the label"))
 
-    def compute() -> torch.Tensor:
-        rate = {"p_pos": DECORRELATED_RATE, "p_neg": DECORRELATED_RATE}
-        return ctx.score_images(ctx.dataset(split, shortcuts={name: rate for name in shortcuts}).as_float())
-
-    return ctx.memo(("decorrelated_scores", split), compute)
+    rate = {"p_pos": DECORRELATED_RATE, "p_neg": DECORRELATED_RATE}
+    return rerendered_scores(ctx, split, {name: rate for name in shortcuts}, ("decorrelated_scores", split))
 
 
 def needs_synthetic(dataset: str, what: str) -> str:
@@ -220,12 +219,14 @@ def check_artifact_addition(ctx: ModelContext, explainer: str | None = None, *, 
 def counterfactual_scores(ctx: ModelContext, split: str, artifact: str, *, present: bool) -> torch.Tensor:
     """``[N]`` P(checked finding) of every image of ``split`` rendered again with the artifact on every image
     (``present``) or on none; computed once per model, finding and render, shared by the three checks above."""
-    def compute() -> torch.Tensor:
-        shortcuts = dict(ctx.dataset(split).config["shortcuts"])
-        if present:
-            shortcuts[artifact] = {"p_pos": 1.0, "p_neg": 1.0}
-        else:
-            shortcuts.pop(artifact, None)
-        return ctx.score_images(ctx.dataset(split, shortcuts=shortcuts).as_float())
+    shortcuts = dict(ctx.dataset(split).config["shortcuts"])
+    if present:
+        shortcuts[artifact] = {"p_pos": 1.0, "p_neg": 1.0}
+    else:
+        shortcuts.pop(artifact, None)
+    return rerendered_scores(ctx, split, shortcuts, ("counterfactual_scores", split, artifact, present))
 
-    return ctx.memo(("counterfactual_scores", split, artifact, present), compute)
+
+def rerendered_scores(ctx: ModelContext, split: str, shortcuts: dict, key: tuple) -> torch.Tensor:
+    """``[N]`` P(checked finding) of ``split``'s patients rendered again with ``shortcuts``, once per ``key``."""
+    return ctx.memo(key, lambda: ctx.score_images(ctx.dataset(split, shortcuts=shortcuts).as_float()))
