@@ -195,9 +195,13 @@ def _shortcut(artifact: str, strength: float) -> Defect:
     shortcuts[artifact] = {"p_pos": strength, "p_neg": NEGATIVE_RATE}
     which = (("artifact", artifact),)
     # the marker (a corner plate) and the border (a frame) lie outside the lungs: where the maps point there,
-    # and what the model makes of another patient's surroundings (the drain runs into the lungs: neither)
-    outside = (Intended("outside_anatomy_attribution"), Intended("offanatomy_occlusion"), Intended("context_swap")) \
-        if artifact != "chest_drain" else ()
+    # and what the model makes of another patient's surroundings (the drain runs into the lungs: neither).
+    # Occlusion blurs the map's top 2% of pixels: that erases a corner plate, but a frame round the whole
+    # image (about 15% of it) mostly survives, so the border is not the occlusion check's to catch.
+    outside = {"chest_drain": (),
+               "marker": (Intended("outside_anatomy_attribution"), Intended("offanatomy_occlusion"),
+                          Intended("context_swap")),
+               "border": (Intended("outside_anatomy_attribution"), Intended("context_swap"))}[artifact]
     return Defect(
         name=f"shortcut_{artifact}_{round(strength * 100)}", kind="trained",
         description=f"trained where the {artifact.replace('_', ' ')} is on {strength:.0%} of positives and "
