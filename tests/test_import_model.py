@@ -287,6 +287,27 @@ def test_previous_makes_checkpoint_consistency_run_and_strict_fails_skips_and_wa
     assert compared["metric"].endswith("between_checkpoints") and compared["value"] < 0.999
 
 
+def test_suite_for_other_datasets_skips_a_checkpoint_trained_elsewhere(imported):
+    """A suite's ``datasets:`` applies to ``--checkpoint`` too: its dataset is known once loaded, and a checkpoint
+    trained on none of them skips every item with the reason (an error under --strict), never passes them."""
+    pytester, (subject, _) = imported
+    suite = pytester.path / "suites" / "team.yaml"
+    suite.write_text(SUITE.replace("suite: team", "suite: team\ndatasets: [toy-multilabel]"))
+    result = _run(pytester, "--checkpoint", subject, "-rs")
+    result.assert_outcomes(skipped=4)
+    result.stdout.fnmatch_lines(["SKIPPED *suite 'team' applies to datasets toy-multilabel; checkpoint:* is trained "
+                                 "on toy-blobs*"])
+    summary = (pytester.path / "reports" / "latest" / "summary.md").read_text()
+    assert "## Skipped items (4)" in summary and "applies to datasets toy-multilabel" in summary
+    strict = _run(pytester, "--checkpoint", subject, "--strict")
+    assert strict.ret == pytest.ExitCode.TESTS_FAILED
+    strict.assert_outcomes(errors=4)
+    strict.stdout.fnmatch_lines(["*--strict counts a skip as a failure: suite 'team' applies to datasets*"])
+    suite.write_text(SUITE.replace("suite: team", "suite: team\ndatasets: [toy-blobs]"))
+    applies = _run(pytester, "--checkpoint", subject)
+    applies.assert_outcomes(passed=2, skipped=2)  # as without ``datasets:`` (the twins are not given)
+
+
 def test_twin_options_are_checked_before_any_model_is_loaded(imported, tmp_path):
     pytester, (subject, _) = imported
     missing = _run(pytester, "--checkpoint", subject, "--seed-twin", str(tmp_path / "absent.safetensors"))

@@ -201,14 +201,20 @@ class CheckItem(pytest.Item):
 
     def setup(self) -> None:
         """Load (on first use train) the model; one that cannot be loaded makes this item an error with
-        the cause (in full at the model's first item), recorded in the report, never retried."""
+        the cause (in full at the model's first item), recorded in the report, never retried. A checkpoint
+        trained on none of the suite's ``datasets`` skips with the reason (an error under ``--strict``)."""
         from harness.session import ModelUnavailable
 
         try:
-            load_visibly(self.config, self.model, self.suite)
-            return
+            ctx = load_visibly(self.config, self.model, self.suite)
         except ModelUnavailable as err:
             unavailable = err
+        else:  # an external checkpoint's dataset is known only now (a zoo model's was decided at collection)
+            reason = dataset_mismatch(f"suite {self.suite.name!r}", self.suite.datasets, ctx.name,
+                                      ctx.manifest["dataset"]["name"])
+            if reason:
+                pytest.skip(reason)
+            return
         record = session_of(self.config).unavailable_result(self.suite, self.check, self.model, self.explainer)
         self.user_properties.append((RESULT_PROPERTY, json.dumps(record.to_dict())))
         pytest.fail(unavailable_text(unavailable), pytrace=False)  # outside ``except``: no chained traceback
