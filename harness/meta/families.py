@@ -39,9 +39,10 @@ FAMILIES: dict[str, Family] = {
     "vit": Family("vit", "vit_tiny_convstem", "pneumothorax_vit", "ViT-Ti with a convolutional stem"),
 }
 HEALTHY_SEEDS = (0, 1, 2)
-# Healthy models whose calib-split values set thresholds: seed 0 (the zoo model) and seeds 3 and 4; the meta
-# run judges seeds 0-2 on test, so seeds 1 and 2 are models calibration never saw.
-CALIBRATION_SEEDS = (0, 3, 4)
+# Healthy models whose calib-split values set thresholds: seed 0 (the zoo model) and seeds 3, 4 and 8-13 (three
+# seeds per family under-estimated the healthy tail: 3 of 9 blind models failed a gate); the meta run judges
+# seeds 0-2 on test, so seeds 1 and 2 are models calibration never saw.
+CALIBRATION_SEEDS = (0, 3, 4, 8, 9, 10, 11, 12, 13)
 
 
 def healthy_name(family: Family | str, seed: int) -> str:
