@@ -125,6 +125,26 @@ def test_proposal_rule_on_hand_made_records(tmp_path):
     assert propose(rows, suite)[1].proposed == pytest.approx(0.405)
 
 
+def test_a_localisation_gate_never_sits_below_chance(tmp_path):
+    """A healthy model whose map localises at chance pulls the midpoint below chance; the gate stays at chance
+    (else a map pointing anywhere, and the suite's random control, would pass) and names that model."""
+    (tmp_path / "s.yaml").write_text("suite: s\nchecks:\n  - id: auc\n    check: localisation_auc\n"
+                                     "    require: ci_low >= 0.6\n  - id: diff\n    check: diffgradcam\n"
+                                     "    require: ci_low >= 0.05\n")
+    suite = load_suite(tmp_path / "s.yaml")
+    rows = [{"check": "auc", "role": "gate", "defect": "healthy", "subject": "h1", "ci_low": 0.80, "intended": False},
+            {"check": "auc", "role": "gate", "defect": "healthy", "subject": "h2", "ci_low": 0.48, "intended": False},
+            {"check": "auc", "role": "gate", "defect": "shifted", "subject": "s", "ci_low": 0.36, "intended": True},
+            {"check": "diff", "role": "gate", "defect": "healthy", "subject": "h1", "ci_low": 0.09, "intended": False},
+            {"check": "diff", "role": "gate", "defect": "shifted", "subject": "s", "ci_low": -0.10, "intended": True}]
+    auc, diff = propose(rows, suite)
+    assert auc.proposed == 0.5 and not auc.separates and "healthy below chance: h2" in auc.note  # midpoint: 0.42
+    assert auc.healthy_margin == pytest.approx(-0.02) and auc.defect_margin == pytest.approx(0.14)
+    assert diff.proposed == 0.0 and diff.separates and "below chance" not in diff.note  # midpoint -0.005
+    rows[3]["ci_low"] = 0.30  # a midpoint above chance is left alone
+    assert propose(rows, suite)[1].proposed == pytest.approx(0.1) and propose(rows, suite)[1].note == ""
+
+
 def test_rejudging_records_with_other_thresholds_needs_no_evaluation(tmp_path):
     from harness.meta.run import rejudge
 
