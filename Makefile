@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Trains resnet18 on first use (CPU profile: 67 s on the idle 2-core machine, README), then runs the suites (about 4 min in all).
+# Trains resnet18 on first use (CPU profile: 43 s on the idle 2-core machine, README), then runs the suites (about 3 min in all).
 demo: install
 	$(PY) -m pytest suites/ --model resnet18
 
