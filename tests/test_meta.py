@@ -107,16 +107,18 @@ def test_calibration_proposes_thresholds_between_the_populations(small_run):
         assert randomisation.healthy_margin > 0 and randomisation.defect_margin > 0
 
 
+def _row(check: str, defect: str, subject: str, ci_low: float, intended: bool = False) -> dict:
+    """A hand-made calib record of a gate gated on ``ci_low``."""
+    return {"check": check, "role": "gate", "defect": defect, "subject": subject, "ci_low": ci_low,
+            "intended": intended}
+
+
 def test_proposal_rule_on_hand_made_records(tmp_path):
     (tmp_path / "s.yaml").write_text("suite: s\nchecks:\n  - id: a\n    check: auroc\n    require: ci_low >= 0.8\n"
                                      "  - id: b\n    check: auroc\n    require: ci_low >= 0.5\n")
     suite = load_suite(tmp_path / "s.yaml")
-    rows = [{"check": "a", "role": "gate", "defect": "healthy", "subject": "h1", "ci_low": 0.90, "intended": False},
-            {"check": "a", "role": "gate", "defect": "healthy", "subject": "h2", "ci_low": 0.86, "intended": False},
-            {"check": "a", "role": "gate", "defect": "d", "subject": "d1", "ci_low": 0.40, "intended": True},
-            {"check": "a", "role": "gate", "defect": "d", "subject": "d2", "ci_low": 0.95, "intended": False},
-            {"check": "b", "role": "gate", "defect": "healthy", "subject": "h1", "ci_low": 0.90, "intended": False},
-            {"check": "b", "role": "gate", "defect": "d", "subject": "d1", "ci_low": 0.92, "intended": True}]
+    rows = [_row("a", "healthy", "h1", 0.90), _row("a", "healthy", "h2", 0.86), _row("a", "d", "d1", 0.40, True),
+            _row("a", "d", "d2", 0.95), _row("b", "healthy", "h1", 0.90), _row("b", "d", "d1", 0.92, True)]
     a, b = propose(rows, suite)
     assert a.separates and a.proposed == pytest.approx(0.63) and a.healthy_margin == pytest.approx(0.23)
     assert a.defect_margin == pytest.approx(0.23) and "d2" not in a.defects  # unintended defects do not count
@@ -132,11 +134,9 @@ def test_a_localisation_gate_never_sits_below_chance(tmp_path):
                                      "    require: ci_low >= 0.6\n  - id: diff\n    check: diffgradcam\n"
                                      "    require: ci_low >= 0.05\n")
     suite = load_suite(tmp_path / "s.yaml")
-    rows = [{"check": "auc", "role": "gate", "defect": "healthy", "subject": "h1", "ci_low": 0.80, "intended": False},
-            {"check": "auc", "role": "gate", "defect": "healthy", "subject": "h2", "ci_low": 0.48, "intended": False},
-            {"check": "auc", "role": "gate", "defect": "shifted", "subject": "s", "ci_low": 0.36, "intended": True},
-            {"check": "diff", "role": "gate", "defect": "healthy", "subject": "h1", "ci_low": 0.09, "intended": False},
-            {"check": "diff", "role": "gate", "defect": "shifted", "subject": "s", "ci_low": -0.10, "intended": True}]
+    rows = [_row("auc", "healthy", "h1", 0.80), _row("auc", "healthy", "h2", 0.48),
+            _row("auc", "shifted", "s", 0.36, True), _row("diff", "healthy", "h1", 0.09),
+            _row("diff", "shifted", "s", -0.10, True)]
     auc, diff = propose(rows, suite)
     assert auc.proposed == 0.5 and not auc.separates and "healthy below chance: h2" in auc.note  # midpoint: 0.42
     assert auc.healthy_margin == pytest.approx(-0.02) and auc.defect_margin == pytest.approx(0.14)

@@ -54,7 +54,7 @@ def _per_image(ctx: ModelContext, where: str, idx: torch.Tensor, metric: str, va
                                          "image_index": idx.tolist()}, reference)
 
 
-@register_check("diffgradcam", category="localisation", reference="absolute; a uniform map scores 0")
+@register_check("diffgradcam", category="localisation", reference="absolute; a uniform map scores 0", chance=0.0)
 def check_diffgradcam(ctx: ModelContext, explainer: str, *, split: str = "test",
                       n_boot: int = 1000, seed: int = 0) -> Measurement:
     """DiffGradCAM (Sun et al., seed 000): mean [0,1] heat inside the lesion minus outside."""
@@ -150,7 +150,7 @@ def check_relevance_rank(ctx: ModelContext, explainer: str, *, split: str = "tes
                       reference=uniform_reference(masks), split=split)
 
 
-@register_check("localisation_auc", category="localisation", reference="absolute; chance is 0.5")
+@register_check("localisation_auc", category="localisation", reference="absolute; chance is 0.5", chance=0.5)
 def check_localisation_auc(ctx: ModelContext, explainer: str, *, split: str = "test", n_boot: int = 1000,
                            seed: int = 0) -> Measurement:
     """AUC of the map's pixels as scores for the lesion mask (0.5 = no preference; Quantus' AUC)."""

@@ -63,21 +63,24 @@ class CheckSpec:
     needs_explainer: bool
     defaults: dict[str, Any]
     reference: str = "absolute"
+    chance: float | None = None  # what a map that knows nothing scores; calibration never gates below it
 
 
 def register_check(name: str, *, category: str, needs_explainer: bool = True, reference: str = "absolute",
-                   **defaults: Any):
+                   chance: float | None = None, **defaults: Any):
     """Register ``fn(ctx, explainer, **params) -> Measurement`` under ``name``.
 
     ``reference`` says what the value is relative to: ``absolute`` (a fixed scale such as AUROC),
     or the reference measured in the same run (``random pixel order``, ``uniform map``,
     ``label-shuffled twin``, ``previous epoch``...). A relative value holds across resolutions and
-    profiles where an absolute one would need a threshold per setting.
+    profiles where an absolute one would need a threshold per setting. ``chance``: the value of a
+    map that knows nothing (a uniform map, a random ranking), where the statistic has a fixed one:
+    ``xai-harness calibrate`` never proposes a gate below it.
     """
 
     def decorate(fn: Callable[..., Measurement]) -> Callable[..., Measurement]:
         doc = (fn.__doc__ or "").strip().splitlines()
-        spec = CheckSpec(name, fn, category, doc[0] if doc else "", needs_explainer, defaults, reference)
+        spec = CheckSpec(name, fn, category, doc[0] if doc else "", needs_explainer, defaults, reference, chance)
         CHECKS.register(name, category=category, reference=reference)(spec)
         return fn
 

@@ -10,10 +10,11 @@ from ``test``), gives a proposal:
   healthy model clears it (the defects it does not catch are named), else it moves beyond the worst
   healthy model by :data:`RELATIVE_BUFFER` of that value (at least :data:`MIN_BUFFER`), so no
   calibration model fails;
-- a floor above everything: a gate of a statistic with a chance level (:data:`CHANCE`: what a map
-  that knows nothing scores) never sits below it, since it would then pass a map pointing anywhere and
-  the suite's own ``random`` control. Where the rule above would go lower, the gate sits at chance and
-  the healthy models below it are named: their maps do not localise better than chance.
+- a floor above everything: a gate of a statistic with a chance level (the registered check's
+  ``chance``: what a map that knows nothing scores) never sits below it, since it would then pass a
+  map pointing anywhere and the suite's own ``random`` control. Where the rule above would go lower,
+  the gate sits at chance and the healthy models below it are named: their maps do not localise
+  better than chance.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
+from harness.checks.registry import get_check
 from harness.suites import Suite
 
 RELATIVE_BUFFER = 0.10  # a threshold moved beyond the worst healthy value keeps 10% of it as margin
 MIN_BUFFER = 0.01
-#: Chance level of a registered check's statistic (a uniform map's DiffGradCAM, a random ranking's AUC).
-CHANCE = {"diffgradcam": 0.0, "localisation_auc": 0.5}
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def _propose_one(check, rows: list[dict[str, Any]], decimals: int) -> Proposal:
         note = ("threshold kept" if keep else "moved beyond the worst healthy model") + (
             "; no defect is meant to trip this check" if best_defect is None else "; does not separate, not caught: "
             + ", ".join(sorted(k for k, v in defects.items() if sign * v >= t)))
-    chance = CHANCE.get(check.check)
+    chance = get_check(check.check).chance
     if chance is not None and direction == ">=" and t < chance:
         below = sorted(k for k, v in healthy.items() if v < chance)
         t, separates = chance, separates and not below
